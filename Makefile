@@ -1,0 +1,45 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP_CORE := $(VENV)/.installed-core
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_CORE): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(STAMP_CORE)
+
+## demo: seal a small generated model, verify it, tamper one byte, show the refusal
+demo: $(STAMP_CORE)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+
+## test: lint, type-check and run the whole suite (installs the test extras)
+test: $(STAMP_TEST) lint typecheck unit
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP_TEST)
+	$(BIN)/mypy
+
+unit: $(STAMP_TEST)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+## bench: build large test models and time modelseal against its peers (minutes, GBs of disk)
+bench: $(STAMP_TEST)
+	$(BIN)/python bench/make_models.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

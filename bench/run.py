@@ -1,0 +1,674 @@
+#!/usr/bin/env python3
+"""modelseal benchmark: modelseal vs upstream model_signing vs sha256sum/openssl.
+
+Stdlib only. Run with the project's venv python after bench/make_models.py:
+
+    .venv/bin/python bench/make_models.py && .venv/bin/python bench/run.py
+
+See bench/README.md for what is measured and the targets. Results are printed
+as a table and written as JSON to bench/.data/results.json (see --json).
+
+Every child is started with stdout/stderr sent to /dev/null (or to a temporary
+file when its output is needed) and reaped with os.wait4(), which gives its
+wall time (perf_counter around spawn+reap), its CPU time and its peak RSS
+(ru_maxrss: the same figure `/usr/bin/time -v` prints as "Maximum resident set
+size"). A non-zero exit is an error that aborts the run, never a fast result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, BENCH_DIR)
+from make_models import DEFAULT_DATA_DIR, model_layout  # noqa: E402
+
+MIB = 1024 * 1024
+
+# Targets. RSS: 64 MB read as 64 MiB = 65536 KiB (ru_maxrss / `time -v` units).
+TARGET_MULTI_RATIO = 0.70  # modelseal verify / upstream verify, 8 x 256 MiB dir
+TARGET_SINGLE_RATIO = 0.55  # modelseal shards verify / upstream default verify, 2 GiB
+TARGET_THROUGHPUT_RATIO = 0.80  # modelseal hash bytes/s / openssl speed -multi
+TARGET_VERSION_S = 0.15  # modelseal --version wall time, median
+TARGET_RSS_KIB = 64 * 1024  # modelseal verify of the 2 GiB file, peak RSS
+
+DEFAULT_SHARD_SIZES_MIB = (16, 64, 256)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------
+# running children
+
+
+class Result:
+    __slots__ = ("argv", "wall", "user", "sys", "maxrss_kib", "rc", "stdout", "stderr")
+
+    def __init__(self, argv, wall, user, sys_, maxrss_kib, rc, stdout=None, stderr=None):
+        self.argv = argv
+        self.wall = wall
+        self.user = user
+        self.sys = sys_
+        self.maxrss_kib = maxrss_kib
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def _cmd_str(argv) -> str:
+    return " ".join(argv)
+
+
+def run(argv, *, capture=False, check=True, expect_fail=False) -> Result:
+    """Run argv, return wall/CPU/maxrss. capture=True keeps stdout+stderr text.
+
+    check=True: a non-zero exit raises BenchError (with the child's stderr,
+    re-running it with stderr captured if it was not captured).
+    expect_fail=True: a zero exit raises instead.
+    """
+    if capture:
+        out_f = tempfile.TemporaryFile()
+        err_f = tempfile.TemporaryFile()
+    else:
+        out_f = err_f = subprocess.DEVNULL
+    try:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f)
+        _, status, ru = os.wait4(p.pid, 0)
+        t1 = time.perf_counter()
+        rc = os.waitstatus_to_exitcode(status)
+        p.returncode = rc  # already reaped: keep Popen from waiting again
+        stdout = stderr = None
+        if capture:
+            out_f.seek(0)
+            err_f.seek(0)
+            stdout = out_f.read().decode("utf-8", "replace")
+            stderr = err_f.read().decode("utf-8", "replace")
+    finally:
+        if capture:
+            out_f.close()
+            err_f.close()
+    res = Result(argv, t1 - t0, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, rc, stdout, stderr)
+    if expect_fail:
+        if rc == 0:
+            raise BenchError(f"expected a failure but got exit 0: {_cmd_str(argv)}")
+    elif check and rc != 0:
+        if stderr is None:
+            again = run(argv, capture=True, check=False)
+            stderr = (again.stderr or "") + (again.stdout or "")
+        raise BenchError(
+            f"command failed (exit {rc}): {_cmd_str(argv)}\n--- output ---\n{stderr.strip()[-4000:]}"
+        )
+    return res
+
+
+def _descendants_rss_kib(root: int) -> int:
+    """Sum of VmRSS (KiB) over root and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ... ; comm may contain spaces/parens
+        rest = data[data.rfind(b")") + 2 :].split()
+        children.setdefault(int(rest[1]), []).append(int(name))
+    total = 0
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+def run_sampled_rss(argv) -> dict:
+    """Run once (untimed), return ru_maxrss plus the peak summed RSS of the
+    whole process tree sampled from /proc every ~5 ms (catches worker
+    processes, which ru_maxrss reports only one at a time)."""
+    peak = [0]
+    stop = threading.Event()
+    started = threading.Event()
+    pid_box = [0]
+
+    def sampler():
+        started.wait()
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], _descendants_rss_kib(pid_box[0]))
+            except Exception:  # noqa: BLE001 - best effort sampling
+                pass
+            stop.wait(0.005)
+
+    t = threading.Thread(target=sampler, daemon=True)
+    t.start()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_box[0] = p.pid
+    started.set()
+    _, status, ru = os.wait4(p.pid, 0)
+    stop.set()
+    t.join()
+    rc = os.waitstatus_to_exitcode(status)
+    p.returncode = rc
+    if rc != 0:
+        run(argv)  # re-run to raise with the error text
+    return {"ru_maxrss_kib": ru.ru_maxrss, "tree_peak_rss_kib_sampled": peak[0]}
+
+
+# --------------------------------------------------------------------------
+# tool discovery
+
+
+def _is_exe(path: str | None) -> bool:
+    return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_tool(name: str, env_var: str, explicit: str | None) -> tuple[str | None, str]:
+    """Return (path, how-found). Order: --option, $ENV, next to this python,
+    the project's .venv, $PATH."""
+    if explicit:
+        if not _is_exe(explicit):
+            raise BenchError(f"{name}: --option path is not an executable: {explicit}")
+        return os.path.abspath(explicit), "command line"
+    env = os.environ.get(env_var)
+    if env:
+        path = env if os.sep in env else shutil.which(env)
+        if not _is_exe(path):
+            raise BenchError(f"{name}: ${env_var}={env!r} is not an executable")
+        return os.path.abspath(path), f"${env_var}"
+    for cand, how in (
+        (os.path.join(os.path.dirname(sys.executable), name), "beside this python"),
+        (os.path.join(REPO_DIR, ".venv", "bin", name), "project .venv"),
+        (shutil.which(name), "$PATH"),
+    ):
+        if _is_exe(cand):
+            return os.path.abspath(cand), how
+    return None, "not found"
+
+
+def first_line(argv) -> str:
+    try:
+        r = run(argv, capture=True, check=False)
+    except OSError as e:
+        return f"<{e}>"
+    text = (r.stdout or "").strip() or (r.stderr or "").strip()
+    return text.splitlines()[0] if text else f"<exit {r.rc}>"
+
+
+# --------------------------------------------------------------------------
+# measurement helpers
+
+
+def warm_page_cache(paths) -> float:
+    t0 = time.perf_counter()
+    buf = bytearray(16 * MIB)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+    return time.perf_counter() - t0
+
+
+def summarize(results: list[Result], nbytes: int | None = None) -> dict:
+    walls = [r.wall for r in results]
+    d = {
+        "median_s": statistics.median(walls),
+        "min_s": min(walls),
+        "samples_s": [round(w, 4) for w in walls],
+        "cpu_median_s": statistics.median(r.user + r.sys for r in results),
+        "max_rss_kib": max(r.maxrss_kib for r in results),
+    }
+    if nbytes:
+        d["bytes"] = nbytes
+        d["mb_per_s_median"] = nbytes / d["median_s"] / 1e6
+        d["mb_per_s_best"] = nbytes / d["min_s"] / 1e6
+    return d
+
+
+def alternate(commands: dict[str, list[str]], rounds: int, label: str) -> dict[str, list[Result]]:
+    """One untimed warm-up run of each command, then `rounds` rounds running
+    every command once per round, rotating the order each round."""
+    names = list(commands)
+    for n in names:
+        run(commands[n])  # warm-up + correctness (exit code) check
+    out: dict[str, list[Result]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        order = names[k:] + names[:k]
+        for n in order:
+            out[n].append(run(commands[n]))
+        line = "  ".join(f"{n}={out[n][-1].wall:.3f}s" for n in names)
+        print(f"  [{label}] round {r + 1}/{rounds}: {line}", flush=True)
+    return out
+
+
+def parse_openssl_speed(text: str, block: int = 16384) -> dict:
+    """Aggregate sha256 rate at `block` bytes from `openssl speed -multi N`.
+
+    Primary: the summary table line `sha256  <v>k <v>k ...` (k = 1000 bytes/s)
+    whose columns are the block sizes listed in the children's `+H:` lines
+    (or, without -multi, in the `type  16 bytes ...` header).
+    Cross-check: the sum of the children's `+F:` lines (bytes/s).
+    """
+    sizes = None
+    m = re.search(r"^Got: \+H:([0-9:]+) from", text, re.M)
+    if m:
+        sizes = [int(x) for x in m.group(1).split(":")]
+    else:
+        m = re.search(r"^type\s+(.*bytes.*)$", text, re.M)
+        if m:
+            sizes = [int(x) for x in re.findall(r"(\d+)\s+bytes", m.group(1))]
+    if not sizes or block not in sizes:
+        raise BenchError(f"openssl speed: no {block}-byte column in output:\n{text[-2000:]}")
+    col = sizes.index(block)
+
+    table_bps = None
+    for line in text.splitlines():
+        toks = line.split()
+        if len(toks) == len(sizes) + 1 and toks[0] == "sha256" and all(t.endswith("k") for t in toks[1:]):
+            table_bps = float(toks[1 + col][:-1]) * 1000.0
+    children = [
+        float(m.group(1).split(":")[col])
+        for m in re.finditer(r"^Got: \+F:\d+:sha256:([0-9.:]+) from", text, re.M)
+    ]
+    sum_bps = sum(children) if children else None
+    if table_bps is None and sum_bps is None:
+        raise BenchError(f"openssl speed: could not find the sha256 line:\n{text[-2000:]}")
+    return {
+        "block_bytes": block,
+        "bytes_per_s": table_bps if table_bps is not None else sum_bps,
+        "table_bytes_per_s": table_bps,
+        "children_sum_bytes_per_s": sum_bps,
+        "children_bytes_per_s": children,
+    }
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def fmt_s(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def fmt_ratio(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def fmt_mib(kib):
+    return "-" if kib is None else f"{kib / 1024:.1f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="modelseal benchmark (see bench/README.md)")
+    ap.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="models from make_models.py (default bench/.data)")
+    ap.add_argument("--json", default=None, help="results file (default DATA_DIR/results.json)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per comparison (default 5)")
+    ap.add_argument("--version-runs", type=int, default=20, help="runs of --version (default 20)")
+    ap.add_argument(
+        "--shard-sizes",
+        default=",".join(str(s) for s in DEFAULT_SHARD_SIZES_MIB),
+        help="MiB shard sizes to try once for the 2 GiB file; the fastest is used (default 16,64,256)",
+    )
+    ap.add_argument("--modelseal", default=None, help="modelseal executable (else $MODELSEAL, venv, PATH)")
+    ap.add_argument("--model-signing", default=None, help="upstream model_signing (else $MODEL_SIGNING, venv, PATH)")
+    ap.add_argument("--peers-only", action="store_true", help="allow running without modelseal (peer figures only)")
+    ap.add_argument("--no-sha256sum", action="store_true", help="skip the (slow, single-threaded) sha256sum rows")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if any target FAILs")
+    args = ap.parse_args(argv)
+    try:
+        return bench(args)
+    except BenchError as e:
+        print(f"\nbench error: {e}", file=sys.stderr)
+        return 2
+
+
+def bench(args) -> int:
+    t_start = time.perf_counter()
+    data_dir = os.path.abspath(args.data_dir)
+    json_path = os.path.abspath(args.json or os.path.join(data_dir, "results.json"))
+    layout = model_layout(data_dir)
+    multi_dir = layout["multi_dir"]
+    multi_files = [p for p, _ in layout["multi_files"]]
+    single = layout["single_file"]
+    for p, size in layout["multi_files"] + [(single, layout["single_size"])]:
+        if not (os.path.isfile(p) and os.path.getsize(p) == size):
+            raise BenchError(f"missing or wrong-sized model file {p}: run bench/make_models.py first")
+    extra = sorted(set(os.listdir(multi_dir)) - {os.path.basename(p) for p in multi_files})
+    if extra:
+        raise BenchError(f"unexpected files in {multi_dir} (would be unsigned): {extra}")
+    multi_bytes = sum(s for _, s in layout["multi_files"])
+    single_bytes = layout["single_size"]
+    nproc = os.cpu_count() or 1
+    shard_sizes = [int(x) * MIB for x in args.shard_sizes.split(",") if x.strip()]
+
+    ms, ms_how = find_tool("modelseal", "MODELSEAL", args.modelseal)
+    up, up_how = find_tool("model_signing", "MODEL_SIGNING", args.model_signing)
+    if up is None:
+        raise BenchError(
+            "upstream `model_signing` not found: set MODEL_SIGNING=/path/to/model_signing, or install "
+            "`model-signing` and `pyopenssl` into the project's .venv (the test extras do), or put it on PATH"
+        )
+    if ms is None and not args.peers_only:
+        raise BenchError(
+            "`modelseal` not found (looked at $MODELSEAL, beside this python, .venv/bin, PATH); "
+            "install the project (pip install -e .) or pass --peers-only for the peer figures only"
+        )
+    for tool in ("openssl", "sha256sum", "xargs"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"`{tool}` not found on PATH")
+    openssl = shutil.which("openssl")
+    sha256sum = shutil.which("sha256sum")
+
+    meta = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "nproc": nproc,
+        "mem_total_kib": _meminfo_total_kib(),
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "git_rev": _git_rev(),
+        "modelseal": {"path": ms, "found": ms_how, "version": first_line([ms, "--version"]) if ms else None},
+        "model_signing": {"path": up, "found": up_how, "version": first_line([up, "--version"])},
+        "openssl": first_line([openssl, "version"]),
+        "sha256sum": first_line([sha256sum, "--version"]),
+        "rounds": args.rounds,
+    }
+    print("modelseal benchmark")
+    for k in ("date_utc", "cpu", "nproc", "python", "git_rev"):
+        print(f"  {k:14s} {meta[k]}")
+    print(f"  {'modelseal':14s} {ms or 'NOT FOUND (peers only)'}  [{meta['modelseal']['version']}]")
+    print(f"  {'model_signing':14s} {up}  [{meta['model_signing']['version']}]")
+    print(f"  {'openssl':14s} {meta['openssl']}")
+    print(f"  {'sha256sum':14s} {meta['sha256sum']}")
+
+    work = os.path.join(data_dir, "work")  # keys + seals, outside the model dirs
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    results: dict = {"meta": meta, "config": {"data_dir": data_dir, "shard_sizes_tried": shard_sizes}}
+
+    # ---- page cache
+    dt = warm_page_cache(multi_files + [single])
+    print(f"\nwarm-up read of {(multi_bytes + single_bytes) / MIB:.0f} MiB (page cache): {dt:.2f}s")
+
+    # ---- keys
+    up_key, up_pub = os.path.join(work, "upstream.key"), os.path.join(work, "upstream.pub")
+    run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", up_key])
+    run([openssl, "pkey", "-in", up_key, "-pubout", "-out", up_pub])
+    ms_key = ms_pub = None
+    if ms:
+        base = os.path.join(work, "modelseal")
+        r = run([ms, "keygen", "--out", base, "--algorithm", "ecdsa-p256"], capture=True, check=False)
+        ms_key, ms_pub = base + ".key", base + ".pub"
+        if r.rc != 0 or not (os.path.isfile(ms_key) and os.path.isfile(ms_pub)):
+            print(f"  warning: `modelseal keygen` failed (exit {r.rc}); using an openssl P-256 PKCS#8 key instead")
+            run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", ms_key])
+            run([openssl, "pkey", "-in", ms_key, "-pubout", "-out", ms_pub])
+            results["config"]["modelseal_key"] = "openssl (keygen failed)"
+        else:
+            results["config"]["modelseal_key"] = "modelseal keygen"
+
+    # ---- seals (untimed for the comparison; one sample each kept as info)
+    print("\nsealing (untimed for the targets)")
+    signs: dict = {}
+    up_multi_sig = os.path.join(work, "upstream-multi.sig")
+    up_single_sig = os.path.join(work, "upstream-single.sig")
+    signs["upstream multi"] = run([up, "sign", "key", multi_dir, "--private_key", up_key, "--signature", up_multi_sig]).wall
+    signs["upstream single"] = run([up, "sign", "key", single, "--private_key", up_key, "--signature", up_single_sig]).wall
+    ms_multi_sig = os.path.join(work, "modelseal-multi.sig")
+    if ms:
+        signs["modelseal multi"] = run([ms, "seal", multi_dir, "--key", ms_key, "--signature", ms_multi_sig]).wall
+    for k, v in signs.items():
+        print(f"  {k:18s} {v:.3f}s")
+    results["sign_once_s"] = signs
+
+    def ms_verify(model, sig):
+        return [ms, "verify", model, "--public-key", ms_pub, "--signature", sig]
+
+    def up_verify(model, sig):
+        return [up, "verify", "key", model, "--signature", sig, "--public_key", up_pub]
+
+    # ---- sanity: a wrong key must fail
+    if ms:
+        run([ms, "verify", multi_dir, "--public-key", up_pub, "--signature", ms_multi_sig], expect_fail=True)
+        print("  sanity: modelseal verify with the wrong public key fails, as it must")
+
+    # ---- 1. multi-file directory
+    print(f"\n[1] multi-file dir: {len(multi_files)} x {layout['multi_files'][0][1] / MIB:.0f} MiB, {args.rounds} rounds")
+    cmds = {}
+    if ms:
+        cmds["modelseal verify"] = ms_verify(multi_dir, ms_multi_sig)
+    cmds["model_signing verify"] = up_verify(multi_dir, up_multi_sig)
+    cmds["openssl dgst -sha256"] = [openssl, "dgst", "-sha256", *multi_files]
+    if not args.no_sha256sum:
+        cmds["sha256sum"] = [sha256sum, *multi_files]
+        # all cores, naively: one sha256sum per file, nproc at a time (names via a list file)
+        listfile = os.path.join(work, "multi-files.lst")
+        with open(listfile, "wb") as f:
+            f.write(b"\0".join(p.encode() for p in multi_files))
+        cmds[f"sha256sum xargs -P{nproc}"] = [
+            "sh", "-c", 'exec xargs -0 -P "$2" -n 1 "$0" < "$1"', sha256sum, listfile, str(nproc),
+        ]
+    multi_runs = alternate(cmds, args.rounds, "multi")
+    multi = {n: summarize(rs, multi_bytes) for n, rs in multi_runs.items()}
+    multi_ratio = multi_ratio_min = None
+    if ms:
+        multi_ratio = multi["modelseal verify"]["median_s"] / multi["model_signing verify"]["median_s"]
+        multi_ratio_min = multi["modelseal verify"]["min_s"] / multi["model_signing verify"]["min_s"]
+    results["multi_dir"] = {"bytes": multi_bytes, "files": len(multi_files), "tools": multi,
+                            "ratio_median": multi_ratio, "ratio_min": multi_ratio_min}
+
+    # ---- 2. single 2 GiB file
+    print(f"\n[2] single file: {single_bytes / MIB:.0f} MiB, {args.rounds} rounds")
+    chosen = None
+    trials = {}
+    if ms:
+        cands = [(f"--shard-size {s // MIB} MiB", s) for s in shard_sizes] + [("default (no --shard-size)", None)]
+        for label, s in cands:
+            sig = os.path.join(work, f"modelseal-single-{s // MIB if s else 'default'}.sig")
+            cmd = [ms, "seal", single, "--key", ms_key, "--signature", sig]
+            if s:
+                cmd += ["--shard-size", str(s)]
+            seal_s = run(cmd).wall
+            run(ms_verify(single, sig))  # warm-up
+            t = min(run(ms_verify(single, sig)).wall for _ in range(2))
+            trials[label] = {"shard_size": s, "seal_s": seal_s, "verify_best_of_2_s": t, "signature": sig}
+            print(f"  trial {label:26s} seal {seal_s:.3f}s  verify {t:.3f}s")
+        shard_trials = {k: v for k, v in trials.items() if v["shard_size"]}
+        best = min(shard_trials, key=lambda k: shard_trials[k]["verify_best_of_2_s"])
+        chosen = shard_trials[best]
+        print(f"  chosen: {best}")
+    cmds = {}
+    if ms:
+        cmds["modelseal verify (shards)"] = ms_verify(single, chosen["signature"])
+    cmds["model_signing verify (default)"] = up_verify(single, up_single_sig)
+    single_runs = alternate(cmds, args.rounds, "single")
+    single_res = {n: summarize(rs, single_bytes) for n, rs in single_runs.items()}
+    single_ratio = single_ratio_min = None
+    if ms:
+        a, b = single_res["modelseal verify (shards)"], single_res["model_signing verify (default)"]
+        single_ratio, single_ratio_min = a["median_s"] / b["median_s"], a["min_s"] / b["min_s"]
+    results["single_file"] = {
+        "bytes": single_bytes,
+        "shard_trials": trials,
+        "chosen_shard_size": chosen["shard_size"] if chosen else None,
+        "tools": single_res,
+        "ratio_median": single_ratio,
+        "ratio_min": single_ratio_min,
+    }
+
+    # ---- 3. hashing throughput
+    print(f"\n[3] hashing throughput: `modelseal hash` on the multi-file dir vs openssl speed -multi {nproc}")
+    speed_cmd = [openssl, "speed", "-multi", str(nproc), "-evp", "sha256"]
+    r = run(speed_cmd, capture=True)
+    speed = parse_openssl_speed((r.stdout or "") + "\n" + (r.stderr or ""))
+    speed["command"] = _cmd_str(speed_cmd)
+    print(f"  openssl speed: {speed['bytes_per_s'] / 1e6:.1f} MB/s at 16384-byte blocks"
+          f" (children sum {(speed['children_sum_bytes_per_s'] or 0) / 1e6:.1f} MB/s)")
+    hash_res = None
+    tp_ratio = None
+    if ms:
+        hash_runs = alternate({"modelseal hash": [ms, "hash", multi_dir]}, args.rounds, "hash")
+        hash_res = summarize(hash_runs["modelseal hash"], multi_bytes)
+        tp_ratio = hash_res["mb_per_s_median"] * 1e6 / speed["bytes_per_s"]
+    results["throughput"] = {"openssl_speed": speed, "modelseal_hash": hash_res, "ratio_median": tp_ratio,
+                             "ratio_best": (hash_res["mb_per_s_best"] * 1e6 / speed["bytes_per_s"]) if ms else None}
+
+    # ---- 4. startup
+    print(f"\n[4] --version wall time, {args.version_runs} runs")
+    cmds = {}
+    if ms:
+        cmds["modelseal --version"] = [ms, "--version"]
+    cmds["model_signing --version"] = [up, "--version"]
+    ver_runs = alternate(cmds, args.version_runs, "version") if args.version_runs > 0 else {}
+    ver = {n: summarize(rs) for n, rs in ver_runs.items()}
+    results["startup"] = ver
+
+    # ---- 5. peak RSS, verifying the 2 GiB file
+    print("\n[5] peak RSS verifying the 2 GiB file (one extra untimed run each, /proc tree sampling)")
+    rss = {}
+    if ms:
+        s = run_sampled_rss(ms_verify(single, chosen["signature"]))
+        s["max_ru_maxrss_over_timed_runs_kib"] = single_res["modelseal verify (shards)"]["max_rss_kib"]
+        rss["modelseal verify (shards)"] = s
+    s = run_sampled_rss(up_verify(single, up_single_sig))
+    s["max_ru_maxrss_over_timed_runs_kib"] = single_res["model_signing verify (default)"]["max_rss_kib"]
+    rss["model_signing verify (default)"] = s
+    for n, s in rss.items():
+        s["peak_rss_kib"] = max(s["ru_maxrss_kib"], s["max_ru_maxrss_over_timed_runs_kib"])
+        print(f"  {n:32s} ru_maxrss {fmt_mib(s['peak_rss_kib'])} MiB   "
+              f"process-tree sampled {fmt_mib(s['tree_peak_rss_kib_sampled'])} MiB")
+    results["rss"] = rss
+
+    # ---- targets
+    ms_rss = rss.get("modelseal verify (shards)", {}).get("peak_rss_kib")
+    ms_ver = ver.get("modelseal --version", {}).get("median_s")
+    targets = [
+        ("multi-file verify: modelseal/upstream (median)", multi_ratio, "<=", TARGET_MULTI_RATIO),
+        ("2 GiB verify: modelseal shards/upstream default (median)", single_ratio, "<=", TARGET_SINGLE_RATIO),
+        ("hash throughput: modelseal/openssl speed (median)", tp_ratio, ">=", TARGET_THROUGHPUT_RATIO),
+        ("modelseal --version wall s (median)", ms_ver, "<=", TARGET_VERSION_S),
+        ("modelseal verify 2 GiB peak RSS MiB", None if ms_rss is None else ms_rss / 1024, "<=", TARGET_RSS_KIB / 1024),
+    ]
+    tlist = []
+    for name, val, op, tgt in targets:
+        ok = None if val is None else (val <= tgt if op == "<=" else val >= tgt)
+        tlist.append({"name": name, "value": val, "op": op, "target": tgt,
+                      "status": "n/a" if ok is None else ("PASS" if ok else "FAIL")})
+    results["targets"] = tlist
+    results["elapsed_s"] = time.perf_counter() - t_start
+
+    print_report(results, nproc)
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=False)
+        f.write("\n")
+    print(f"\nJSON: {json_path}   (total bench time {results['elapsed_s']:.0f}s)")
+    if args.strict and any(t["status"] != "PASS" for t in tlist):
+        return 1
+    return 0
+
+
+def print_report(res: dict, nproc: int) -> None:
+    print("\n" + "=" * 96)
+    print("RESULTS (wall seconds; MB/s = 10^6 bytes/s over the median time; RSS = ru_maxrss)")
+    print("=" * 96)
+
+    def table(title, rows):
+        print(f"\n{title}")
+        print(f"  {'tool':34s} {'median s':>9s} {'min s':>9s} {'cpu s':>8s} {'MB/s':>9s} {'RSS MiB':>8s}")
+        for n, d in rows.items():
+            mbs = f"{d['mb_per_s_median']:.0f}" if "mb_per_s_median" in d else "-"
+            print(f"  {n:34s} {fmt_s(d['median_s']):>9s} {fmt_s(d['min_s']):>9s} "
+                  f"{d['cpu_median_s']:8.2f} {mbs:>9s} {fmt_mib(d['max_rss_kib']):>8s}")
+
+    m = res["multi_dir"]
+    table(f"multi-file dir ({m['files']} files, {m['bytes'] / MIB:.0f} MiB)", m["tools"])
+    print(f"  ratio modelseal/upstream: median {fmt_ratio(m['ratio_median'])}  min {fmt_ratio(m['ratio_min'])}")
+    s = res["single_file"]
+    cs = s["chosen_shard_size"]
+    table(f"single file ({s['bytes'] / MIB:.0f} MiB; modelseal shard size "
+          f"{'-' if cs is None else f'{cs // MIB} MiB'})", s["tools"])
+    print(f"  ratio modelseal/upstream: median {fmt_ratio(s['ratio_median'])}  min {fmt_ratio(s['ratio_min'])}")
+    t = res["throughput"]
+    print(f"\nhashing throughput ({t['openssl_speed']['block_bytes']}-byte blocks for openssl, -multi {nproc})")
+    print(f"  openssl speed -multi {nproc} -evp sha256 : {t['openssl_speed']['bytes_per_s'] / 1e6:9.1f} MB/s")
+    if t["modelseal_hash"]:
+        h = t["modelseal_hash"]
+        print(f"  modelseal hash (median {h['median_s']:.3f}s)   : {h['mb_per_s_median']:9.1f} MB/s"
+              f"  (best {h['mb_per_s_best']:.1f})")
+        print(f"  ratio: median {fmt_ratio(t['ratio_median'])}  best {fmt_ratio(t['ratio_best'])}")
+    if res["startup"]:
+        table("--version", res["startup"])
+    print("\npeak RSS verifying the 2 GiB file")
+    for n, d in res["rss"].items():
+        print(f"  {n:34s} {fmt_mib(d['peak_rss_kib']):>8s} MiB (ru_maxrss)   "
+              f"{fmt_mib(d['tree_peak_rss_kib_sampled']):>8s} MiB (process tree, sampled)")
+
+    print("\nTARGETS")
+    for tg in res["targets"]:
+        v = "-" if tg["value"] is None else f"{tg['value']:.3f}"
+        print(f"  {tg['status']:5s} {tg['name']:58s} {v:>9s} {tg['op']} {tg['target']}")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _meminfo_total_kib():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _git_rev():
+    try:
+        r = subprocess.run(["git", "-C", REPO_DIR, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""modelseal: seal ML models when they are saved, verify them before they are loaded.
+
+    import modelseal
+    modelseal.seal("model/", key="trainer.key")
+    modelseal.verify("model/", public_keys=["trainer.pub"])   # raises IntegrityError
+
+The public names below are imported on first use, so `import modelseal`
+stays cheap for applications and for `modelseal --version`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "seal": "modelseal.sealing",
+    "SealResult": "modelseal.sealing",
+    "verify": "modelseal.verification",
+    "Verification": "modelseal.verification",
+    "Failure": "modelseal.verification",
+    "Finding": "modelseal.verification",
+    "hash_model": "modelseal.hashing",
+    "Manifest": "modelseal.manifest",
+    "Resource": "modelseal.manifest",
+    "Serialization": "modelseal.manifest",
+    "Error": "modelseal.errors",
+    "UsageError": "modelseal.errors",
+    "IntegrityError": "modelseal.errors",
+    "SealError": "modelseal.errors",
+    "SignatureError": "modelseal.errors",
+    "ModelMismatchError": "modelseal.errors",
+    "UnsafeModelError": "modelseal.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from modelseal.errors import (
+        Error,
+        IntegrityError,
+        ModelMismatchError,
+        SealError,
+        SignatureError,
+        UnsafeModelError,
+        UsageError,
+    )
+    from modelseal.hashing import hash_model
+    from modelseal.manifest import Manifest, Resource, Serialization
+    from modelseal.sealing import SealResult, seal
+    from modelseal.verification import Failure, Finding, Verification, verify
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelseal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

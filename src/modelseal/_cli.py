@@ -1,0 +1,315 @@
+"""The `modelseal` command: a thin argparse front end over the library.
+
+Data goes to stdout, messages to stderr. Exit codes: 0 success, 1 verification
+failed (or the model is refused), 2 usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from modelseal import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class OutputFormat(str, enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr)
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _progress(args: argparse.Namespace, description: str) -> Any:
+    from modelseal._internal.progress import TerminalProgress
+
+    return TerminalProgress(description, enabled=not args.quiet)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from modelseal.signing import keys
+
+    passphrase = os.environ.get(keys.PASSPHRASE_ENV)
+    private_path, public_path = keys.write_keypair(
+        args.out, keys.KeyAlgorithm(args.algorithm), passphrase.encode() if passphrase else None
+    )
+    key_id = keys.key_id(keys.load_public_key(public_path))
+    print(key_id)
+    encrypted = " (encrypted)" if passphrase else ""
+    _say(args, f"wrote {private_path}{encrypted} and {public_path}; key id {key_id}")
+    return EXIT_OK
+
+
+def _serialization(args: argparse.Namespace) -> Any:
+    from modelseal.errors import UsageError
+    from modelseal.manifest import GIT_PATHS, Method, Serialization
+
+    try:
+        return Serialization(
+            method=Method.FILES if args.shard_size is None else Method.SHARDS,
+            hash_type=args.algorithm,
+            shard_size=args.shard_size,
+            ignore_paths=tuple(sorted(set(GIT_PATHS) | set(args.ignore))),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_hash(args: argparse.Namespace) -> int:
+    from modelseal.hashing import hash_model
+
+    with _progress(args, "hashing") as progress:
+        manifest = hash_model(args.model, _serialization(args), progress=progress)
+    if args.format is OutputFormat.JSON:
+        _print_json(manifest.to_statement())
+    else:
+        for resource in manifest.resources:
+            print(f"{resource.label()}  {resource.name}")
+        print(f"sha256:{manifest.root_digest.hex()}  (root)")
+    return EXIT_OK
+
+
+def _cmd_seal(args: argparse.Namespace) -> int:
+    import modelseal
+
+    with _progress(args, "sealing") as progress:
+        result = modelseal.seal(
+            args.model,
+            key=args.key,
+            unsigned=args.unsigned,
+            signature=args.signature,
+            name=args.name,
+            algorithm=args.algorithm,
+            shard_size=args.shard_size,
+            ignore=args.ignore,
+            allow_symlinks=args.allow_symlinks,
+            progress=progress,
+        )
+    if args.format is OutputFormat.JSON:
+        _print_json(vars(result))
+    how = f"signed by {result.signer}" if result.signed else "UNSIGNED"
+    _say(
+        args,
+        f"sealed {result.model_name}: {result.files} files, root {result.root_digest}, "
+        f"{how}; seal written to {result.seal}",
+    )
+    if not result.signed:
+        _say(
+            args,
+            "warning: an unsigned seal detects corruption only; whoever can change the "
+            "model can rewrite it. Sign with --key to protect against tampering.",
+        )
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import modelseal
+    from modelseal.errors import IntegrityError
+
+    try:
+        with _progress(args, "verifying") as progress:
+            result = modelseal.verify(
+                args.model,
+                public_keys=args.public_key,
+                allow_unsigned=args.allow_unsigned,
+                signature=args.signature,
+                allow_symlinks=args.allow_symlinks,
+                progress=progress,
+            )
+    except IntegrityError as exc:
+        if args.format is OutputFormat.JSON and exc.failure is not None:
+            _print_json(exc.failure.to_json())
+        print(f"modelseal: FAILED: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format is OutputFormat.JSON:
+        _print_json(result.to_json())
+    who = (
+        "signed by " + ", ".join(result.signers)
+        if result.signed
+        else "signature NOT checked (--allow-unsigned)"
+    )
+    _say(
+        args,
+        f"verified {result.model_name}: {result.files} files, {result.total_bytes} bytes, "
+        f"root {result.root_digest}, {who}",
+    )
+    return EXIT_OK
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but data and errors"
+    )
+
+    parser = _Parser(
+        prog="modelseal",
+        description="Seal ML models when they are saved; verify them before they are loaded.",
+        epilog="Exit codes: 0 ok, 1 verification failed or model refused, 2 usage or I/O error.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelseal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    keygen = sub.add_parser("keygen", parents=[common], help="create a signing key pair")
+    keygen.add_argument("--out", required=True, metavar="BASE", help="writes BASE.key, BASE.pub")
+    keygen.add_argument(
+        "--algorithm",
+        default="ecdsa-p256",
+        choices=["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519"],
+        help="key type (ECDSA keys interoperate with upstream model_signing)",
+    )
+    keygen.set_defaults(func=_cmd_keygen)
+
+    def add_hashing_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL", help="model file or directory")
+        p.add_argument(
+            "--algorithm", default="sha256", choices=["sha256", "sha384", "sha512", "blake3"]
+        )
+        p.add_argument(
+            "--shard-size",
+            type=_positive_int,
+            metavar="N",
+            help="hash files in shards of N bytes (all cores on one big file)",
+        )
+        p.add_argument(
+            "--ignore",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="leave this path (relative to the model root) out; repeatable",
+        )
+
+    def add_format(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--format", type=OutputFormat, choices=list(OutputFormat), default=OutputFormat.TEXT
+        )
+
+    hash_ = sub.add_parser("hash", parents=[common], help="print the digests of a model")
+    add_hashing_options(hash_)
+    add_format(hash_)
+    hash_.set_defaults(func=_cmd_hash)
+
+    seal = sub.add_parser("seal", parents=[common], help="hash and sign a model, write its seal")
+    add_hashing_options(seal)
+    who = seal.add_mutually_exclusive_group(required=True)
+    who.add_argument("--key", metavar="KEY", help="private key (PEM); passphrase from "
+                     "$MODELSEAL_KEY_PASSPHRASE")
+    who.add_argument(
+        "--unsigned", action="store_true", help="digest-only seal: detects corruption, not attacks"
+    )
+    seal.add_argument("--signature", metavar="PATH", help="seal path (default MODEL/model.sig "
+                      "for a directory, MODEL.sig for a file)")
+    seal.add_argument("--name", help="model name recorded in the seal (default: the path's name)")
+    seal.add_argument("--allow-symlinks", action="store_true",
+                      help="hash symlinks that stay inside the model root")
+    add_format(seal)
+    seal.set_defaults(func=_cmd_seal)
+
+    verify = sub.add_parser("verify", parents=[common], help="verify a sealed model")
+    verify.add_argument("model", metavar="MODEL", help="model file or directory")
+    trust = verify.add_mutually_exclusive_group(required=True)
+    trust.add_argument(
+        "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
+    )
+    trust.add_argument("--allow-unsigned", action="store_true",
+                       help="check digests only, not who sealed the model")
+    verify.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
+    verify.add_argument("--allow-symlinks", action="store_true",
+                        help="accept symlinks inside the model root if the seal allows them")
+    verify.add_argument("--log-json", metavar="FILE", help="append audit events as JSON lines")
+    add_format(verify)
+    verify.set_defaults(func=_cmd_verify, public_key=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "public_key", None) is None and hasattr(args, "allow_unsigned"):
+        args.public_key = []
+    handler: logging.Handler | None = None
+    try:
+        if getattr(args, "log_json", None):
+            from modelseal.audit import JsonLinesHandler, logger
+
+            handler = JsonLinesHandler(args.log_json)
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        print("modelseal: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one boundary where errors become exit codes
+        return _report(exc)
+    finally:
+        if handler is not None:
+            from modelseal.audit import logger
+
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _report(exc: Exception) -> int:
+    from modelseal.errors import Error, IntegrityError
+
+    if isinstance(exc, IntegrityError):
+        print(f"modelseal: refused: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(exc, Error):
+        print(f"modelseal: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"modelseal: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"modelseal: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

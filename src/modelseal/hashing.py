@@ -1,0 +1,255 @@
+"""The hashing engine: every file of a model, streamed once, on all cores.
+
+hashlib and blake3 release the GIL while hashing large buffers, so a thread
+pool hashes several files (or several shards of one file) at the same time.
+Each worker reads with `preadv` into its own reusable buffer, so memory stays
+bounded whatever the model size, and no byte is read twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from modelseal._internal import names
+from modelseal._internal.tree import FileEntry, walk
+from modelseal.errors import UnsafeModelError, UsageError
+from modelseal.manifest import Manifest, Method, Resource, Serialization, shard_name
+
+CHUNK_SIZE = 1 << 20
+"""Bytes per read; large enough to amortize syscalls, small enough to stay in cache."""
+
+
+
+class Progress(Protocol):
+    """Receives progress: `start` once with the total, then `advance` from worker threads."""
+
+    def start(self, total_bytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+
+class _Hasher(Protocol):
+    def update(self, data: Any, /) -> object: ...
+
+    def digest(self) -> bytes: ...
+
+
+def new_hasher(algorithm: str, *, threads: int = 1) -> _Hasher:
+    """A fresh hash object for `algorithm` (blake3 needs the `blake3` extra)."""
+    if algorithm == "blake3":
+        try:
+            import blake3
+        except ImportError:
+            raise UsageError(
+                "blake3 needs the optional package: pip install 'modelseal[blake3]'"
+            ) from None
+        hasher: _Hasher = blake3.blake3(max_threads=threads if threads > 1 else 1)
+        return hasher
+    return hashlib.new(algorithm)
+
+
+def hash_bytes(data: bytes, algorithm: str = "sha256") -> bytes:
+    """Digest of an in-memory buffer."""
+    hasher = new_hasher(algorithm)
+    hasher.update(data)
+    return hasher.digest()
+
+
+@dataclass(frozen=True)
+class _Task:
+    entry: FileEntry
+    start: int
+    end: int
+    name: str
+
+
+class FileChangedError(Exception):
+    """The file on disk is not the one the walk saw, or changed while being read."""
+
+
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = memoryview(bytearray(CHUNK_SIZE))
+        _local.view = view
+    return view
+
+
+def _open_checked(entry: FileEntry) -> int:
+    """Open the file the walk saw, refusing a swap for a link, FIFO, device or other inode."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(entry.path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.device, entry.inode):
+            raise FileChangedError("replaced since the model was listed")
+        if st.st_size != entry.size:
+            raise FileChangedError("size changed since the model was listed")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _hash_range(task: _Task, algorithm: str, threads: int, progress: Progress | None) -> bytes:
+    hasher = new_hasher(algorithm, threads=threads)
+    view = _buffer()
+    fd = _open_checked(task.entry)
+    try:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, task.start, task.end - task.start, os.POSIX_FADV_SEQUENTIAL)
+        offset = task.start
+        while offset < task.end:
+            want = min(len(view), task.end - offset)
+            got = os.preadv(fd, [view[:want]], offset)
+            if got <= 0:
+                raise FileChangedError("file was truncated while being read")
+            hasher.update(view[:got])
+            offset += got
+            if progress is not None:
+                progress.advance(got)
+    finally:
+        os.close(fd)
+    return hasher.digest()
+
+
+def _tasks(entries: Iterable[FileEntry], serialization: Serialization) -> list[_Task]:
+    tasks: list[_Task] = []
+    for entry in entries:
+        if serialization.method is Method.SHARDS:
+            size = serialization.shard_size or 1
+            start = 0
+            while True:
+                end = min(start + size, entry.size)
+                tasks.append(_Task(entry, start, end, shard_name(entry.name, start, end)))
+                start = end
+                if start >= entry.size:
+                    break
+        else:
+            tasks.append(_Task(entry, 0, entry.size, entry.name))
+    # Largest first keeps every core busy until the end.
+    tasks.sort(key=lambda t: t.end - t.start, reverse=True)
+    return tasks
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class HashResult:
+    """Digests of what could be read, and why the rest could not."""
+
+    resources: tuple[Resource, ...]
+    unreadable: dict[str, str]
+    total_bytes: int
+
+
+def hash_entries(
+    entries: list[FileEntry],
+    serialization: Serialization,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> HashResult:
+    """Hash the given files in parallel; failures are collected per file, never raised."""
+    tasks = _tasks(entries, serialization)
+    if progress is not None:
+        progress.start(sum(e.size for e in entries))
+    workers = workers or default_workers()
+    algorithm = serialization.hash_type
+    # blake3 parallelizes one file by itself; give it the cores when there is one file.
+    inner = workers if algorithm == "blake3" and len(tasks) == 1 else 1
+    labels = serialization.resource_algorithm
+    resources: list[Resource] = []
+    unreadable: dict[str, str] = {}
+
+    def run(task: _Task) -> tuple[_Task, bytes | None, str | None]:
+        try:
+            return task, _hash_range(task, algorithm, inner, progress), None
+        except FileChangedError as exc:
+            return task, None, str(exc)
+        except OSError as exc:
+            return task, None, exc.strerror or str(exc)
+
+    results: Iterator[tuple[_Task, bytes | None, str | None]]
+    if workers == 1 or len(tasks) <= 1:
+        results = map(run, tasks)
+        outcomes = list(results)
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+            outcomes = list(pool.map(run, tasks))
+    for task, digest, error in outcomes:
+        if digest is None:
+            unreadable[task.entry.name] = error or "unreadable"
+            continue
+        is_shard = serialization.method is Method.SHARDS
+        resources.append(
+            Resource(
+                task.name,
+                labels,
+                digest,
+                task.start if is_shard else None,
+                task.end if is_shard else None,
+            )
+        )
+    if unreadable:
+        # Drop the readable shards of a file that had an unreadable one.
+        resources = [r for r in resources if r.path not in unreadable]
+    return HashResult(tuple(resources), unreadable, sum(e.size for e in entries))
+
+
+def model_name_of(model: Path) -> str:
+    """The default model name: the last component of the resolved path."""
+    return model.name or Path(os.path.realpath(model)).name
+
+
+def list_model(model: Path, serialization: Serialization) -> list[FileEntry]:
+    """The files of `model` the serialization covers; refuses unsafe trees."""
+    ignored = serialization.ignore_paths if model.is_dir() else ()
+    return walk(model, allow_symlinks=serialization.allow_symlinks, ignored=ignored)
+
+
+def hash_model(
+    model: str | os.PathLike[str],
+    serialization: Serialization | None = None,
+    *,
+    model_name: str | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Hash a model (a file or a directory tree) into a manifest.
+
+    Raises UnsafeModelError for an unsafe or empty model, and UsageError when a
+    file cannot be read.
+    """
+    path = Path(model)
+    serialization = serialization or Serialization()
+    entries = list_model(path, serialization)
+    if not entries:
+        raise UnsafeModelError(f"the model {path} has no files: an empty model cannot be sealed")
+    collision = names.first_collision(e.name for e in entries)
+    if collision is not None:
+        raise UnsafeModelError(
+            f"file names collide after case folding / Unicode normalization: {collision!r}"
+        )
+    result = hash_entries(entries, serialization, workers=workers, progress=progress)
+    if result.unreadable:
+        name, reason = next(iter(sorted(result.unreadable.items())))
+        raise UsageError(f"cannot read {name} in {path}: {reason}")
+    return Manifest.build(model_name or model_name_of(path), serialization, result.resources)

@@ -1,0 +1,132 @@
+"""Sealing: hash a model, sign its manifest, write the seal beside it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelseal._internal import names
+from modelseal.errors import UsageError
+from modelseal.hashing import Progress, hash_model
+from modelseal.manifest import GIT_PATHS, Manifest, Method, Serialization
+from modelseal.signing import keys
+from modelseal.signing.bundle import Bundle, write_seal
+from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature
+from modelseal.verification import default_seal_path, seal_name_inside
+
+
+@dataclass(frozen=True)
+class SealResult:
+    """What was sealed, and where the seal is."""
+
+    model: str
+    seal: str
+    model_name: str
+    root_digest: str
+    files: int
+    resources: int
+    signed: bool
+    signer: str | None
+
+
+def _relative_ignores(model: Path, ignore: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Ignore paths as names relative to the model root (absolute ones must lie inside it)."""
+    result = []
+    for item in ignore:
+        path = Path(item)
+        if path.is_absolute():
+            try:
+                path = path.relative_to(os.path.abspath(model))
+            except ValueError:
+                raise UsageError(f"ignore path {item} is outside the model {model}") from None
+        name = path.as_posix().rstrip("/")
+        problem = names.name_problem(name)
+        if problem is not None or name == names.SINGLE_FILE_NAME:
+            raise UsageError(f"ignore path {item!s} is not allowed: {problem or 'the root'}")
+        result.append(name)
+    return result
+
+
+def _signer(key: object) -> keys.Signer:
+    if isinstance(key, (str, os.PathLike)):
+        return keys.FileSigner(keys.load_private_key(key))
+    if isinstance(key, (keys.ec.EllipticCurvePrivateKey, keys.ed25519.Ed25519PrivateKey)):
+        return keys.FileSigner(key)
+    if hasattr(key, "sign") and hasattr(key, "public_key"):
+        return key  # type: ignore[return-value]
+    raise UsageError(f"not a private key, a path to one, or a signer: {key!r}")
+
+
+def sign_manifest(manifest: Manifest, signer: keys.Signer | None) -> Bundle:
+    """Wrap the manifest's statement in a DSSE envelope, signed when a signer is given."""
+    payload = manifest.to_payload()
+    if signer is None:
+        return Bundle(Envelope(IN_TOTO_PAYLOAD_TYPE, payload, ()))
+    envelope = Envelope(IN_TOTO_PAYLOAD_TYPE, payload, ())
+    signature = Signature(signer.sign(envelope.signed_bytes()))
+    return Bundle(
+        Envelope(IN_TOTO_PAYLOAD_TYPE, payload, (signature,)),
+        keys.key_hint(signer.public_key),
+    )
+
+
+def seal(
+    model: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | keys.PrivateKey | keys.Signer | None = None,
+    unsigned: bool = False,
+    signature: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    algorithm: str = "sha256",
+    shard_size: int | None = None,
+    ignore: Iterable[str | os.PathLike[str]] = (),
+    ignore_git_paths: bool = True,
+    allow_symlinks: bool = False,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> SealResult:
+    """Hash `model`, sign the manifest with `key`, and write the seal.
+
+    `unsigned=True` writes a digest-only seal: it detects corruption, but
+    anyone who can change the model can rewrite it, so it is no defence
+    against an attacker.
+    """
+    if (key is None) == (not unsigned):
+        raise UsageError("give a signing key, or ask for an unsigned seal - exactly one")
+    model_path = Path(model)
+    if not model_path.exists():
+        raise UsageError(f"model not found: {model_path}")
+    signer = _signer(key) if key is not None else None
+    seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
+    ignored = set(_relative_ignores(model_path, ignore))
+    if ignore_git_paths:
+        ignored.update(GIT_PATHS)
+    inside = seal_name_inside(model_path, seal_path)
+    if inside is not None:
+        ignored.add(inside)
+    try:
+        serialization = Serialization(
+            method=Method.FILES if shard_size is None else Method.SHARDS,
+            hash_type=algorithm,
+            shard_size=shard_size,
+            allow_symlinks=allow_symlinks,
+            ignore_paths=tuple(sorted(ignored)),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    manifest = hash_model(
+        model_path, serialization, model_name=name, workers=workers, progress=progress
+    )
+    write_seal(seal_path, sign_manifest(manifest, signer))
+    return SealResult(
+        model=str(model_path),
+        seal=str(seal_path),
+        model_name=manifest.model_name,
+        root_digest="sha256:" + manifest.root_digest.hex(),
+        files=len(manifest.files),
+        resources=len(manifest.resources),
+        signed=signer is not None,
+        signer=keys.key_id(signer.public_key) if signer is not None else None,
+    )
