@@ -35,7 +35,26 @@ _EXPORTS = {
     "UnsafeModelError": "modelseal.errors",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "Error",
+    "Failure",
+    "Finding",
+    "IntegrityError",
+    "Manifest",
+    "ModelMismatchError",
+    "Resource",
+    "SealError",
+    "SealResult",
+    "Serialization",
+    "SignatureError",
+    "UnsafeModelError",
+    "UsageError",
+    "Verification",
+    "__version__",
+    "hash_model",
+    "seal",
+    "verify",
+]
 
 if TYPE_CHECKING:
     from modelseal.errors import (

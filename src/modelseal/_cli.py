@@ -108,10 +108,10 @@ def _cmd_hash(args: argparse.Namespace) -> int:
 
 
 def _cmd_seal(args: argparse.Namespace) -> int:
-    import modelseal
+    from modelseal.sealing import seal
 
     with _progress(args, "sealing") as progress:
-        result = modelseal.seal(
+        result = seal(
             args.model,
             key=args.key,
             unsigned=args.unsigned,
@@ -141,12 +141,12 @@ def _cmd_seal(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    import modelseal
     from modelseal.errors import IntegrityError
+    from modelseal.verification import verify
 
     try:
         with _progress(args, "verifying") as progress:
-            result = modelseal.verify(
+            result = verify(
                 args.model,
                 public_keys=args.public_key,
                 allow_unsigned=args.allow_unsigned,
@@ -178,7 +178,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing but data and errors"
     )
@@ -233,16 +233,23 @@ def _parser() -> argparse.ArgumentParser:
     seal = sub.add_parser("seal", parents=[common], help="hash and sign a model, write its seal")
     add_hashing_options(seal)
     who = seal.add_mutually_exclusive_group(required=True)
-    who.add_argument("--key", metavar="KEY", help="private key (PEM); passphrase from "
-                     "$MODELSEAL_KEY_PASSPHRASE")
+    who.add_argument(
+        "--key", metavar="KEY", help="private key (PEM); passphrase from $MODELSEAL_KEY_PASSPHRASE"
+    )
     who.add_argument(
         "--unsigned", action="store_true", help="digest-only seal: detects corruption, not attacks"
     )
-    seal.add_argument("--signature", metavar="PATH", help="seal path (default MODEL/model.sig "
-                      "for a directory, MODEL.sig for a file)")
+    seal.add_argument(
+        "--signature",
+        metavar="PATH",
+        help="seal path (default MODEL/model.sig for a directory, MODEL.sig for a file)",
+    )
     seal.add_argument("--name", help="model name recorded in the seal (default: the path's name)")
-    seal.add_argument("--allow-symlinks", action="store_true",
-                      help="hash symlinks that stay inside the model root")
+    seal.add_argument(
+        "--allow-symlinks",
+        action="store_true",
+        help="hash symlinks that stay inside the model root",
+    )
     add_format(seal)
     seal.set_defaults(func=_cmd_seal)
 
@@ -252,11 +259,15 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument(
         "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
     )
-    trust.add_argument("--allow-unsigned", action="store_true",
-                       help="check digests only, not who sealed the model")
+    trust.add_argument(
+        "--allow-unsigned", action="store_true", help="check digests only, not who sealed the model"
+    )
     verify.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
-    verify.add_argument("--allow-symlinks", action="store_true",
-                        help="accept symlinks inside the model root if the seal allows them")
+    verify.add_argument(
+        "--allow-symlinks",
+        action="store_true",
+        help="accept symlinks inside the model root if the seal allows them",
+    )
     verify.add_argument("--log-json", metavar="FILE", help="append audit events as JSON lines")
     add_format(verify)
     verify.set_defaults(func=_cmd_verify, public_key=None)

@@ -27,7 +27,6 @@ CHUNK_SIZE = 1 << 20
 """Bytes per read; large enough to amortize syscalls, small enough to stay in cache."""
 
 
-
 class Progress(Protocol):
     """Receives progress: `start` once with the total, then `advance` from worker threads."""
 

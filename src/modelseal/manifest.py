@@ -64,9 +64,7 @@ class Serialization:
             if self.shard_size is None or self.shard_size <= 0:
                 raise ValueError("shards serialization needs a positive shard_size")
             if self.hash_type == "blake3":
-                raise ValueError(
-                    "blake3 is not sharded: it already hashes one file on all cores"
-                )
+                raise ValueError("blake3 is not sharded: it already hashes one file on all cores")
         elif self.shard_size is not None:
             raise ValueError("shard_size only applies to the shards serialization")
         for path in self.ignore_paths:
@@ -191,9 +189,7 @@ class Manifest:
     def to_statement(self) -> dict[str, Any]:
         return {
             "_type": STATEMENT_TYPE,
-            "subject": [
-                {"name": self.model_name, "digest": {"sha256": self.root_digest.hex()}}
-            ],
+            "subject": [{"name": self.model_name, "digest": {"sha256": self.root_digest.hex()}}],
             "predicateType": PREDICATE_TYPE,
             "predicate": {
                 "serialization": self.serialization.to_json(),
@@ -215,9 +211,7 @@ class Manifest:
         if top.get("_type") != STATEMENT_TYPE:
             raise ValueError(f"statement _type is not {STATEMENT_TYPE}")
         if top.get("predicateType") != PREDICATE_TYPE:
-            raise ValueError(
-                f"predicateType {top.get('predicateType')!r} is not {PREDICATE_TYPE}"
-            )
+            raise ValueError(f"predicateType {top.get('predicateType')!r} is not {PREDICATE_TYPE}")
         subjects = top.get("subject")
         if not isinstance(subjects, list) or len(subjects) != 1:
             raise ValueError("statement must have exactly one subject")
@@ -237,8 +231,8 @@ class Manifest:
         manifest.check()
         if manifest.root_digest != root:
             raise ValueError(
-                "root digest in the subject does not match the resources "
-                f"(subject sha256:{root_hex}, resources hash to sha256:{manifest.root_digest.hex()})"
+                "root digest in the subject does not match the resources (subject "
+                f"sha256:{root_hex}, resources hash to sha256:{manifest.root_digest.hex()})"
             )
         return manifest
 
@@ -257,7 +251,7 @@ class Manifest:
         if path_collision is not None:
             raise ValueError(f"file names collide after case folding / NFC: {path_collision!r}")
         if self.serialization.method is Method.SHARDS:
-            _check_shards_cover(self.resources)
+            _check_shards_cover(self.resources, self.serialization.shard_size or 0)
 
 
 def _parse_resource(item: object, serialization: Serialization) -> Resource:
@@ -286,19 +280,24 @@ def _parse_resource(item: object, serialization: Serialization) -> Resource:
     return Resource(name, algorithm, digest)
 
 
-def _check_shards_cover(resources: Sequence[Resource]) -> None:
+def _check_shards_cover(resources: Sequence[Resource], shard_size: int) -> None:
     """Shards of each file must tile it from 0 with the declared size and no gaps."""
     by_path: dict[str, list[Resource]] = {}
     for resource in resources:
         by_path.setdefault(resource.path, []).append(resource)
     for path, shards in by_path.items():
         shards.sort(key=lambda r: r.start or 0)
+        if len(shards) == 1 and shards[0].start == shards[0].end == 0:
+            continue  # an empty file is one empty shard
         expected_start = 0
-        for shard in shards:
+        for index, shard in enumerate(shards):
             start, end = shard.start or 0, shard.end or 0
-            if start != expected_start or end <= start:
-                if not (start == end == 0 and len(shards) == 1):
-                    raise ValueError(f"shards of {path!r} do not tile the file at byte {start}")
+            size = end - start
+            last = index == len(shards) - 1
+            if start != expected_start or size <= 0 or size > shard_size:
+                raise ValueError(f"shards of {path!r} do not tile the file at byte {start}")
+            if not last and size != shard_size:
+                raise ValueError(f"shard {shard.name!r} is not {shard_size} bytes long")
             expected_start = end
 
 

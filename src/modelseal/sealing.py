@@ -52,10 +52,10 @@ def _relative_ignores(model: Path, ignore: Iterable[str | os.PathLike[str]]) -> 
 def _signer(key: object) -> keys.Signer:
     if isinstance(key, (str, os.PathLike)):
         return keys.FileSigner(keys.load_private_key(key))
-    if isinstance(key, (keys.ec.EllipticCurvePrivateKey, keys.ed25519.Ed25519PrivateKey)):
+    if isinstance(key, keys.PRIVATE_KEY_TYPES):
         return keys.FileSigner(key)
-    if hasattr(key, "sign") and hasattr(key, "public_key"):
-        return key  # type: ignore[return-value]
+    if isinstance(key, keys.Signer):
+        return key
     raise UsageError(f"not a private key, a path to one, or a signer: {key!r}")
 
 

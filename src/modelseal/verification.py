@@ -32,6 +32,7 @@ from modelseal.signing import keys
 from modelseal.signing.bundle import Bundle, read_seal
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE
 
+
 @dataclass(frozen=True)
 class Finding:
     """One reason a verification failed."""
@@ -143,7 +144,7 @@ def _load_keys(public_keys: Iterable[object]) -> list[keys.PublicKey]:
     for item in public_keys:
         if isinstance(item, (str, os.PathLike)):
             loaded.append(keys.load_public_key(item))
-        elif isinstance(item, (keys.ec.EllipticCurvePublicKey, keys.ed25519.Ed25519PublicKey)):
+        elif isinstance(item, keys.PUBLIC_KEY_TYPES):
             loaded.append(item)
         else:
             raise UsageError(f"not a public key or a path to one: {item!r}")
@@ -289,8 +290,16 @@ def verify(
     seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
     context = _Context(str(model_path), str(seal_path))
     try:
-        result = _verify(model_path, seal_path, trusted, allow_unsigned, allow_symlinks,
-                         workers, progress, context)
+        result = _verify(
+            model_path,
+            seal_path,
+            trusted,
+            allow_unsigned,
+            allow_symlinks,
+            workers,
+            progress,
+            context,
+        )
     except IntegrityError as exc:
         if exc.failure is None:
             exc.failure = context.failure((Finding(_kind_of(exc), str(exc)),))

@@ -52,7 +52,9 @@ class Bundle:
         except UnicodeDecodeError:
             raise ValueError("the seal is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"the seal is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise ValueError(
+                f"the seal is not valid JSON ({exc.msg} at line {exc.lineno})"
+            ) from None
         if not isinstance(data, dict):
             raise ValueError("the seal is not a JSON object")
         media_type = data.get("mediaType")

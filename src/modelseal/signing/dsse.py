@@ -50,8 +50,7 @@ class Envelope:
             "payload": base64.b64encode(self.payload).decode(),
             "payloadType": self.payload_type,
             "signatures": [
-                {"sig": base64.b64encode(s.sig).decode(), "keyid": s.keyid}
-                for s in self.signatures
+                {"sig": base64.b64encode(s.sig).decode(), "keyid": s.keyid} for s in self.signatures
             ],
         }
 

@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Union
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,10 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from modelseal.errors import UsageError
 
-PublicKey = Union[ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
-PrivateKey = Union[ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey]
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PUBLIC_KEY_TYPES = (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
+PRIVATE_KEY_TYPES = (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
 
-PASSPHRASE_ENV = "MODELSEAL_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "MODELSEAL_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 MAX_KEY_FILE = 64 * 1024
 
 _CURVES: dict[str, tuple[type[ec.EllipticCurve], type[hashes.HashAlgorithm]]] = {
@@ -41,6 +43,7 @@ class KeyAlgorithm(str, enum.Enum):
     ED25519 = "ed25519"
 
 
+@runtime_checkable
 class Signer(Protocol):
     """Anything that can sign: a key in a file today, PKCS#11 or a KMS later."""
 
@@ -135,13 +138,11 @@ def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
     except (ValueError, UnsupportedAlgorithm):
         raise UsageError(f"{path} is not a PEM public key") from None
     _check_supported(key, str(path))
-    assert isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey))
+    assert isinstance(key, PUBLIC_KEY_TYPES)
     return key
 
 
-def load_private_key(
-    path: str | os.PathLike[str], passphrase: bytes | None = None
-) -> PrivateKey:
+def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = None) -> PrivateKey:
     """A PEM private key (PKCS#8 or traditional, encrypted or not) from a file.
 
     The passphrase defaults to $MODELSEAL_KEY_PASSPHRASE.
@@ -158,19 +159,19 @@ def load_private_key(
     except (ValueError, UnsupportedAlgorithm):
         raise UsageError(f"{path} is not a PEM private key, or the passphrase is wrong") from None
     _check_supported(key, str(path))
-    assert isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey))
+    assert isinstance(key, PRIVATE_KEY_TYPES)
     return key
 
 
 def generate(algorithm: KeyAlgorithm = KeyAlgorithm.ECDSA_P256) -> PrivateKey:
     if algorithm is KeyAlgorithm.ED25519:
         return ed25519.Ed25519PrivateKey.generate()
-    curve = {
-        KeyAlgorithm.ECDSA_P256: ec.SECP256R1,
-        KeyAlgorithm.ECDSA_P384: ec.SECP384R1,
-        KeyAlgorithm.ECDSA_P521: ec.SECP521R1,
+    curve: ec.EllipticCurve = {
+        KeyAlgorithm.ECDSA_P256: ec.SECP256R1(),
+        KeyAlgorithm.ECDSA_P384: ec.SECP384R1(),
+        KeyAlgorithm.ECDSA_P521: ec.SECP521R1(),
     }[algorithm]
-    return ec.generate_private_key(curve())
+    return ec.generate_private_key(curve)
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
