@@ -10,14 +10,15 @@ as a table and written as JSON to bench/.data/results.json (see --json).
 
 Every child is started with stdout/stderr sent to /dev/null (or to a temporary
 file when its output is needed) and reaped with os.wait4(), which gives its
-wall time (perf_counter around spawn+reap), its CPU time and its peak RSS
-(ru_maxrss: the same figure `/usr/bin/time -v` prints as "Maximum resident set
-size"). A non-zero exit is an error that aborts the run, never a fast result.
+wall time (perf_counter around spawn+reap) and CPU time. Peak RSS is taken in
+separate untimed runs under GNU `/usr/bin/time -v` (see measure_rss). A
+non-zero exit is an error that aborts the run, never a fast result.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -38,7 +39,7 @@ from make_models import DEFAULT_DATA_DIR, model_layout  # noqa: E402
 
 MIB = 1024 * 1024
 
-# Targets. RSS: 64 MB read as 64 MiB = 65536 KiB (ru_maxrss / `time -v` units).
+# Targets. RSS: 64 MB read as 64 MiB = 65536 KiB (`time -v` kbytes).
 TARGET_MULTI_RATIO = 0.70  # modelseal verify / upstream verify, 8 x 256 MiB dir
 TARGET_SINGLE_RATIO = 0.55  # modelseal shards verify / upstream default verify, 2 GiB
 TARGET_THROUGHPUT_RATIO = 0.80  # modelseal hash bytes/s / openssl speed -multi
@@ -57,14 +58,13 @@ class BenchError(RuntimeError):
 
 
 class Result:
-    __slots__ = ("argv", "wall", "user", "sys", "maxrss_kib", "rc", "stdout", "stderr")
+    __slots__ = ("argv", "rc", "stderr", "stdout", "sys", "user", "wall")
 
-    def __init__(self, argv, wall, user, sys_, maxrss_kib, rc, stdout=None, stderr=None):
+    def __init__(self, argv, wall, user, sys_, rc, stdout=None, stderr=None):
         self.argv = argv
         self.wall = wall
         self.user = user
         self.sys = sys_
-        self.maxrss_kib = maxrss_kib
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
@@ -75,18 +75,18 @@ def _cmd_str(argv) -> str:
 
 
 def run(argv, *, capture=False, check=True, expect_fail=False) -> Result:
-    """Run argv, return wall/CPU/maxrss. capture=True keeps stdout+stderr text.
+    """Run argv, return wall and CPU time. capture=True keeps stdout+stderr text.
 
     check=True: a non-zero exit raises BenchError (with the child's stderr,
     re-running it with stderr captured if it was not captured).
     expect_fail=True: a zero exit raises instead.
     """
-    if capture:
-        out_f = tempfile.TemporaryFile()
-        err_f = tempfile.TemporaryFile()
-    else:
-        out_f = err_f = subprocess.DEVNULL
-    try:
+    with contextlib.ExitStack() as stack:
+        if capture:
+            out_f = stack.enter_context(tempfile.TemporaryFile())
+            err_f = stack.enter_context(tempfile.TemporaryFile())
+        else:
+            out_f = err_f = subprocess.DEVNULL
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f)
         _, status, ru = os.wait4(p.pid, 0)
@@ -99,11 +99,7 @@ def run(argv, *, capture=False, check=True, expect_fail=False) -> Result:
             err_f.seek(0)
             stdout = out_f.read().decode("utf-8", "replace")
             stderr = err_f.read().decode("utf-8", "replace")
-    finally:
-        if capture:
-            out_f.close()
-            err_f.close()
-    res = Result(argv, t1 - t0, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, rc, stdout, stderr)
+    res = Result(argv, t1 - t0, ru.ru_utime, ru.ru_stime, rc, stdout, stderr)
     if expect_fail:
         if rc == 0:
             raise BenchError(f"expected a failure but got exit 0: {_cmd_str(argv)}")
@@ -112,7 +108,8 @@ def run(argv, *, capture=False, check=True, expect_fail=False) -> Result:
             again = run(argv, capture=True, check=False)
             stderr = (again.stderr or "") + (again.stdout or "")
         raise BenchError(
-            f"command failed (exit {rc}): {_cmd_str(argv)}\n--- output ---\n{stderr.strip()[-4000:]}"
+            f"command failed (exit {rc}): {_cmd_str(argv)}\n"
+            f"--- output ---\n{stderr.strip()[-4000:]}"
         )
     return res
 
@@ -135,49 +132,80 @@ def _descendants_rss_kib(root: int) -> int:
     stack = [root]
     while stack:
         pid = stack.pop()
-        try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
+        total += _rss_kib(pid)
         stack.extend(children.get(pid, ()))
     return total
 
 
-def run_sampled_rss(argv) -> dict:
-    """Run once (untimed), return ru_maxrss plus the peak summed RSS of the
-    whole process tree sampled from /proc every ~5 ms (catches worker
-    processes, which ru_maxrss reports only one at a time)."""
+TIME_BIN = "/usr/bin/time"
+
+
+def measure_rss(argv) -> dict:
+    """Run argv once (untimed) and return its peak RSS.
+
+    ru_maxrss of a child forked from this Python harness starts at the
+    harness's own RSS (Linux carries the pre-exec high-water mark across
+    exec), so a Python parent cannot see a child smaller than itself. Hence
+    the child is started under GNU `/usr/bin/time -v` (a small C program;
+    Debian package `time`) and its "Maximum resident set size" is used.
+    Meanwhile /proc is sampled every ~5 ms for the summed RSS of the tool's
+    whole process tree, which catches worker processes (ru_maxrss reports
+    only the largest single process).
+    """
+    have_time = _is_exe(TIME_BIN)
+    full = [TIME_BIN, "-v", *argv] if have_time else list(argv)
     peak = [0]
     stop = threading.Event()
-    started = threading.Event()
     pid_box = [0]
 
     def sampler():
-        started.wait()
         while not stop.is_set():
             try:
-                peak[0] = max(peak[0], _descendants_rss_kib(pid_box[0]))
-            except Exception:  # noqa: BLE001 - best effort sampling
+                total = _descendants_rss_kib(pid_box[0])
+                if have_time:  # the tool is time's child: leave time itself out
+                    total -= _rss_kib(pid_box[0])
+                peak[0] = max(peak[0], total)
+            except Exception:
                 pass
             stop.wait(0.005)
 
-    t = threading.Thread(target=sampler, daemon=True)
-    t.start()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pid_box[0] = p.pid
-    started.set()
-    _, status, ru = os.wait4(p.pid, 0)
-    stop.set()
-    t.join()
-    rc = os.waitstatus_to_exitcode(status)
-    p.returncode = rc
+    with tempfile.TemporaryFile() as err_f:
+        p = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_f
+        )
+        pid_box[0] = p.pid
+        t = threading.Thread(target=sampler, daemon=True)
+        t.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        stop.set()
+        t.join()
+        rc = os.waitstatus_to_exitcode(status)
+        p.returncode = rc
+        err_f.seek(0)
+        err = err_f.read().decode("utf-8", "replace")
     if rc != 0:
-        run(argv)  # re-run to raise with the error text
-    return {"ru_maxrss_kib": ru.ru_maxrss, "tree_peak_rss_kib_sampled": peak[0]}
+        raise BenchError(
+            f"command failed (exit {rc}): {_cmd_str(full)}\n--- output ---\n{err.strip()[-4000:]}"
+        )
+    if have_time:
+        m = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", err)
+        if not m:
+            raise BenchError(f"could not parse `{TIME_BIN} -v` output:\n{err[-2000:]}")
+        maxrss, how = int(m.group(1)), f"{TIME_BIN} -v"
+    else:
+        maxrss, how = ru.ru_maxrss, "wait4 ru_maxrss (no /usr/bin/time: floor = harness RSS)"
+    return {"max_rss_kib": maxrss, "method": how, "tree_peak_rss_kib_sampled": peak[0]}
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 # --------------------------------------------------------------------------
@@ -241,7 +269,6 @@ def summarize(results: list[Result], nbytes: int | None = None) -> dict:
         "min_s": min(walls),
         "samples_s": [round(w, 4) for w in walls],
         "cpu_median_s": statistics.median(r.user + r.sys for r in results),
-        "max_rss_kib": max(r.maxrss_kib for r in results),
     }
     if nbytes:
         d["bytes"] = nbytes
@@ -290,7 +317,11 @@ def parse_openssl_speed(text: str, block: int = 16384) -> dict:
     table_bps = None
     for line in text.splitlines():
         toks = line.split()
-        if len(toks) == len(sizes) + 1 and toks[0] == "sha256" and all(t.endswith("k") for t in toks[1:]):
+        if (
+            len(toks) == len(sizes) + 1
+            and toks[0] == "sha256"
+            and all(t.endswith("k") for t in toks[1:])
+        ):
             table_bps = float(toks[1 + col][:-1]) * 1000.0
     children = [
         float(m.group(1).split(":")[col])
@@ -326,19 +357,46 @@ def fmt_mib(kib):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="modelseal benchmark (see bench/README.md)")
-    ap.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="models from make_models.py (default bench/.data)")
+    ap.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="models from make_models.py (default bench/.data)",
+    )
     ap.add_argument("--json", default=None, help="results file (default DATA_DIR/results.json)")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per comparison (default 5)")
     ap.add_argument("--version-runs", type=int, default=20, help="runs of --version (default 20)")
     ap.add_argument(
         "--shard-sizes",
         default=",".join(str(s) for s in DEFAULT_SHARD_SIZES_MIB),
-        help="MiB shard sizes to try once for the 2 GiB file; the fastest is used (default 16,64,256)",
+        help="MiB shard sizes to try for the 2 GiB file; the fastest is used (default 16,64,256)",
     )
-    ap.add_argument("--modelseal", default=None, help="modelseal executable (else $MODELSEAL, venv, PATH)")
-    ap.add_argument("--model-signing", default=None, help="upstream model_signing (else $MODEL_SIGNING, venv, PATH)")
-    ap.add_argument("--peers-only", action="store_true", help="allow running without modelseal (peer figures only)")
-    ap.add_argument("--no-sha256sum", action="store_true", help="skip the (slow, single-threaded) sha256sum rows")
+    ap.add_argument(
+        "--modelseal", default=None, help="modelseal executable (else $MODELSEAL, venv, PATH)"
+    )
+    ap.add_argument(
+        "--model-signing",
+        default=None,
+        help="upstream model_signing (else $MODEL_SIGNING, venv, PATH)",
+    )
+    ap.add_argument(
+        "--peers-only",
+        action="store_true",
+        help="allow running without modelseal (peer figures only)",
+    )
+    ap.add_argument(
+        "--no-sha256sum",
+        action="store_true",
+        help="skip the (slow, single-threaded) sha256sum rows",
+    )
+    ap.add_argument(
+        "--rss-runs", type=int, default=2, help="untimed peak-RSS runs per tool (default 2)"
+    )
+    ap.add_argument(
+        "--openssl-speed-full",
+        action="store_true",
+        help="run the full `openssl speed -multi N -evp sha256` table once (18 s) instead of "
+        "`-bytes 16384` interleaved with `modelseal hash` every round",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 if any target FAILs")
     args = ap.parse_args(argv)
     try:
@@ -358,7 +416,9 @@ def bench(args) -> int:
     single = layout["single_file"]
     for p, size in layout["multi_files"] + [(single, layout["single_size"])]:
         if not (os.path.isfile(p) and os.path.getsize(p) == size):
-            raise BenchError(f"missing or wrong-sized model file {p}: run bench/make_models.py first")
+            raise BenchError(
+                f"missing or wrong-sized model file {p}: run bench/make_models.py first"
+            )
     extra = sorted(set(os.listdir(multi_dir)) - {os.path.basename(p) for p in multi_files})
     if extra:
         raise BenchError(f"unexpected files in {multi_dir} (would be unsigned): {extra}")
@@ -371,8 +431,9 @@ def bench(args) -> int:
     up, up_how = find_tool("model_signing", "MODEL_SIGNING", args.model_signing)
     if up is None:
         raise BenchError(
-            "upstream `model_signing` not found: set MODEL_SIGNING=/path/to/model_signing, or install "
-            "`model-signing` and `pyopenssl` into the project's .venv (the test extras do), or put it on PATH"
+            "upstream `model_signing` not found: set MODEL_SIGNING=/path/to/model_signing, "
+            "or install `model-signing` and `pyopenssl` into the project's .venv "
+            "(the test extras do), or put it on PATH"
         )
     if ms is None and not args.peers_only:
         raise BenchError(
@@ -395,7 +456,11 @@ def bench(args) -> int:
         "python": sys.version.split()[0],
         "python_executable": sys.executable,
         "git_rev": _git_rev(),
-        "modelseal": {"path": ms, "found": ms_how, "version": first_line([ms, "--version"]) if ms else None},
+        "modelseal": {
+            "path": ms,
+            "found": ms_how,
+            "version": first_line([ms, "--version"]) if ms else None,
+        },
         "model_signing": {"path": up, "found": up_how, "version": first_line([up, "--version"])},
         "openssl": first_line([openssl, "version"]),
         "sha256sum": first_line([sha256sum, "--version"]),
@@ -413,24 +478,54 @@ def bench(args) -> int:
     if os.path.isdir(work):
         shutil.rmtree(work)
     os.makedirs(work)
-    results: dict = {"meta": meta, "config": {"data_dir": data_dir, "shard_sizes_tried": shard_sizes}}
+    results: dict = {
+        "meta": meta,
+        "config": {"data_dir": data_dir, "shard_sizes_tried": shard_sizes},
+    }
 
     # ---- page cache
-    dt = warm_page_cache(multi_files + [single])
+    dt = warm_page_cache([*multi_files, single])
     print(f"\nwarm-up read of {(multi_bytes + single_bytes) / MIB:.0f} MiB (page cache): {dt:.2f}s")
 
     # ---- keys
     up_key, up_pub = os.path.join(work, "upstream.key"), os.path.join(work, "upstream.pub")
-    run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", up_key])
+    run(
+        [
+            openssl,
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            up_key,
+        ]
+    )
     run([openssl, "pkey", "-in", up_key, "-pubout", "-out", up_pub])
     ms_key = ms_pub = None
     if ms:
         base = os.path.join(work, "modelseal")
-        r = run([ms, "keygen", "--out", base, "--algorithm", "ecdsa-p256"], capture=True, check=False)
+        r = run(
+            [ms, "keygen", "--out", base, "--algorithm", "ecdsa-p256"], capture=True, check=False
+        )
         ms_key, ms_pub = base + ".key", base + ".pub"
         if r.rc != 0 or not (os.path.isfile(ms_key) and os.path.isfile(ms_pub)):
-            print(f"  warning: `modelseal keygen` failed (exit {r.rc}); using an openssl P-256 PKCS#8 key instead")
-            run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", ms_key])
+            print(
+                f"  warning: `modelseal keygen` failed (exit {r.rc}); "
+                "using an openssl P-256 PKCS#8 key instead"
+            )
+            run(
+                [
+                    openssl,
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-out",
+                    ms_key,
+                ]
+            )
             run([openssl, "pkey", "-in", ms_key, "-pubout", "-out", ms_pub])
             results["config"]["modelseal_key"] = "openssl (keygen failed)"
         else:
@@ -441,11 +536,17 @@ def bench(args) -> int:
     signs: dict = {}
     up_multi_sig = os.path.join(work, "upstream-multi.sig")
     up_single_sig = os.path.join(work, "upstream-single.sig")
-    signs["upstream multi"] = run([up, "sign", "key", multi_dir, "--private_key", up_key, "--signature", up_multi_sig]).wall
-    signs["upstream single"] = run([up, "sign", "key", single, "--private_key", up_key, "--signature", up_single_sig]).wall
+    signs["upstream multi"] = run(
+        [up, "sign", "key", multi_dir, "--private_key", up_key, "--signature", up_multi_sig]
+    ).wall
+    signs["upstream single"] = run(
+        [up, "sign", "key", single, "--private_key", up_key, "--signature", up_single_sig]
+    ).wall
     ms_multi_sig = os.path.join(work, "modelseal-multi.sig")
     if ms:
-        signs["modelseal multi"] = run([ms, "seal", multi_dir, "--key", ms_key, "--signature", ms_multi_sig]).wall
+        signs["modelseal multi"] = run(
+            [ms, "seal", multi_dir, "--key", ms_key, "--signature", ms_multi_sig]
+        ).wall
     for k, v in signs.items():
         print(f"  {k:18s} {v:.3f}s")
     results["sign_once_s"] = signs
@@ -458,11 +559,17 @@ def bench(args) -> int:
 
     # ---- sanity: a wrong key must fail
     if ms:
-        run([ms, "verify", multi_dir, "--public-key", up_pub, "--signature", ms_multi_sig], expect_fail=True)
+        run(
+            [ms, "verify", multi_dir, "--public-key", up_pub, "--signature", ms_multi_sig],
+            expect_fail=True,
+        )
         print("  sanity: modelseal verify with the wrong public key fails, as it must")
 
     # ---- 1. multi-file directory
-    print(f"\n[1] multi-file dir: {len(multi_files)} x {layout['multi_files'][0][1] / MIB:.0f} MiB, {args.rounds} rounds")
+    print(
+        f"\n[1] multi-file dir: {len(multi_files)} x "
+        f"{layout['multi_files'][0][1] / MIB:.0f} MiB, {args.rounds} rounds"
+    )
     cmds = {}
     if ms:
         cmds["modelseal verify"] = ms_verify(multi_dir, ms_multi_sig)
@@ -475,23 +582,39 @@ def bench(args) -> int:
         with open(listfile, "wb") as f:
             f.write(b"\0".join(p.encode() for p in multi_files))
         cmds[f"sha256sum xargs -P{nproc}"] = [
-            "sh", "-c", 'exec xargs -0 -P "$2" -n 1 "$0" < "$1"', sha256sum, listfile, str(nproc),
+            "sh",
+            "-c",
+            'exec xargs -0 -P "$2" -n 1 "$0" < "$1"',
+            sha256sum,
+            listfile,
+            str(nproc),
         ]
     multi_runs = alternate(cmds, args.rounds, "multi")
     multi = {n: summarize(rs, multi_bytes) for n, rs in multi_runs.items()}
     multi_ratio = multi_ratio_min = None
     if ms:
-        multi_ratio = multi["modelseal verify"]["median_s"] / multi["model_signing verify"]["median_s"]
-        multi_ratio_min = multi["modelseal verify"]["min_s"] / multi["model_signing verify"]["min_s"]
-    results["multi_dir"] = {"bytes": multi_bytes, "files": len(multi_files), "tools": multi,
-                            "ratio_median": multi_ratio, "ratio_min": multi_ratio_min}
+        multi_ratio = (
+            multi["modelseal verify"]["median_s"] / multi["model_signing verify"]["median_s"]
+        )
+        multi_ratio_min = (
+            multi["modelseal verify"]["min_s"] / multi["model_signing verify"]["min_s"]
+        )
+    results["multi_dir"] = {
+        "bytes": multi_bytes,
+        "files": len(multi_files),
+        "tools": multi,
+        "ratio_median": multi_ratio,
+        "ratio_min": multi_ratio_min,
+    }
 
     # ---- 2. single 2 GiB file
     print(f"\n[2] single file: {single_bytes / MIB:.0f} MiB, {args.rounds} rounds")
     chosen = None
     trials = {}
     if ms:
-        cands = [(f"--shard-size {s // MIB} MiB", s) for s in shard_sizes] + [("default (no --shard-size)", None)]
+        cands = [(f"--shard-size {s // MIB} MiB", s) for s in shard_sizes] + [
+            ("default (no --shard-size)", None)
+        ]
         for label, s in cands:
             sig = os.path.join(work, f"modelseal-single-{s // MIB if s else 'default'}.sig")
             cmd = [ms, "seal", single, "--key", ms_key, "--signature", sig]
@@ -500,7 +623,12 @@ def bench(args) -> int:
             seal_s = run(cmd).wall
             run(ms_verify(single, sig))  # warm-up
             t = min(run(ms_verify(single, sig)).wall for _ in range(2))
-            trials[label] = {"shard_size": s, "seal_s": seal_s, "verify_best_of_2_s": t, "signature": sig}
+            trials[label] = {
+                "shard_size": s,
+                "seal_s": seal_s,
+                "verify_best_of_2_s": t,
+                "signature": sig,
+            }
             print(f"  trial {label:26s} seal {seal_s:.3f}s  verify {t:.3f}s")
         shard_trials = {k: v for k, v in trials.items() if v["shard_size"]}
         best = min(shard_trials, key=lambda k: shard_trials[k]["verify_best_of_2_s"])
@@ -526,21 +654,67 @@ def bench(args) -> int:
     }
 
     # ---- 3. hashing throughput
-    print(f"\n[3] hashing throughput: `modelseal hash` on the multi-file dir vs openssl speed -multi {nproc}")
-    speed_cmd = [openssl, "speed", "-multi", str(nproc), "-evp", "sha256"]
-    r = run(speed_cmd, capture=True)
-    speed = parse_openssl_speed((r.stdout or "") + "\n" + (r.stderr or ""))
-    speed["command"] = _cmd_str(speed_cmd)
-    print(f"  openssl speed: {speed['bytes_per_s'] / 1e6:.1f} MB/s at 16384-byte blocks"
-          f" (children sum {(speed['children_sum_bytes_per_s'] or 0) / 1e6:.1f} MB/s)")
+    print(
+        f"\n[3] hashing throughput: `modelseal hash` on the multi-file dir "
+        f"vs openssl speed -multi {nproc}"
+    )
+    speed_base = [openssl, "speed", "-multi", str(nproc)]
+    speed_runs: list[dict] = []
+
+    def openssl_speed(cmd):
+        r = run(cmd, capture=True)
+        sp = parse_openssl_speed((r.stdout or "") + "\n" + (r.stderr or ""))
+        speed_runs.append(sp)
+        return sp
+
     hash_res = None
-    tp_ratio = None
+    if args.openssl_speed_full or not ms:
+        speed_cmd = [*speed_base, "-evp", "sha256"]
+        openssl_speed(speed_cmd)
+    else:
+        # Same measurement as the 16384-byte column of the full table (same
+        # block size, same 3 s per child), without the 15 s of other sizes,
+        # so it can be interleaved with `modelseal hash` every round.
+        speed_cmd = [*speed_base, "-seconds", "3", "-bytes", "16384", "-evp", "sha256"]
     if ms:
-        hash_runs = alternate({"modelseal hash": [ms, "hash", multi_dir]}, args.rounds, "hash")
-        hash_res = summarize(hash_runs["modelseal hash"], multi_bytes)
+        hash_cmd = [ms, "hash", multi_dir]
+        run(hash_cmd)  # warm-up
+        hash_runs = []
+        for r_ in range(args.rounds):
+            pair = [("hash", hash_cmd), ("speed", speed_cmd)]
+            if r_ % 2:
+                pair.reverse()
+            msg = []
+            for kind, cmd in pair:
+                if kind == "hash":
+                    hash_runs.append(run(cmd))
+                    msg.append(f"modelseal hash={multi_bytes / hash_runs[-1].wall / 1e6:.0f} MB/s")
+                elif not args.openssl_speed_full:
+                    msg.append(f"openssl speed={openssl_speed(cmd)['bytes_per_s'] / 1e6:.0f} MB/s")
+            print(f"  [throughput] round {r_ + 1}/{args.rounds}: {'  '.join(msg)}", flush=True)
+        hash_res = summarize(hash_runs, multi_bytes)
+    rates = [sp["bytes_per_s"] for sp in speed_runs]
+    speed = {
+        "command": _cmd_str(speed_cmd),
+        "block_bytes": 16384,
+        "bytes_per_s": statistics.median(rates),
+        "samples_bytes_per_s": rates,
+        "runs": speed_runs,
+    }
+    tp_ratio = tp_ratio_best = None
+    if hash_res:
         tp_ratio = hash_res["mb_per_s_median"] * 1e6 / speed["bytes_per_s"]
-    results["throughput"] = {"openssl_speed": speed, "modelseal_hash": hash_res, "ratio_median": tp_ratio,
-                             "ratio_best": (hash_res["mb_per_s_best"] * 1e6 / speed["bytes_per_s"]) if ms else None}
+        tp_ratio_best = hash_res["mb_per_s_best"] * 1e6 / max(rates)
+    print(
+        f"  openssl speed (median of {len(rates)}): "
+        f"{speed['bytes_per_s'] / 1e6:.1f} MB/s at 16384-byte blocks"
+    )
+    results["throughput"] = {
+        "openssl_speed": speed,
+        "modelseal_hash": hash_res,
+        "ratio_median": tp_ratio,
+        "ratio_best": tp_ratio_best,
+    }
 
     # ---- 4. startup
     print(f"\n[4] --version wall time, {args.version_runs} runs")
@@ -552,37 +726,65 @@ def bench(args) -> int:
     ver = {n: summarize(rs) for n, rs in ver_runs.items()}
     results["startup"] = ver
 
-    # ---- 5. peak RSS, verifying the 2 GiB file
-    print("\n[5] peak RSS verifying the 2 GiB file (one extra untimed run each, /proc tree sampling)")
+    # ---- 5. peak RSS
+    print(f"\n[5] peak RSS verifying the 2 GiB file ({args.rss_runs} untimed runs each, max)")
     rss = {}
+    rss_cmds = {}
     if ms:
-        s = run_sampled_rss(ms_verify(single, chosen["signature"]))
-        s["max_ru_maxrss_over_timed_runs_kib"] = single_res["modelseal verify (shards)"]["max_rss_kib"]
-        rss["modelseal verify (shards)"] = s
-    s = run_sampled_rss(up_verify(single, up_single_sig))
-    s["max_ru_maxrss_over_timed_runs_kib"] = single_res["model_signing verify (default)"]["max_rss_kib"]
-    rss["model_signing verify (default)"] = s
-    for n, s in rss.items():
-        s["peak_rss_kib"] = max(s["ru_maxrss_kib"], s["max_ru_maxrss_over_timed_runs_kib"])
-        print(f"  {n:32s} ru_maxrss {fmt_mib(s['peak_rss_kib'])} MiB   "
-              f"process-tree sampled {fmt_mib(s['tree_peak_rss_kib_sampled'])} MiB")
+        rss_cmds["modelseal verify (shards)"] = ms_verify(single, chosen["signature"])
+    rss_cmds["model_signing verify (default)"] = up_verify(single, up_single_sig)
+    for n, cmd in rss_cmds.items():
+        samples = [measure_rss(cmd) for _ in range(max(1, args.rss_runs))]
+        rss[n] = {
+            "max_rss_kib": max(x["max_rss_kib"] for x in samples),
+            "tree_peak_rss_kib_sampled": max(x["tree_peak_rss_kib_sampled"] for x in samples),
+            "samples_kib": [x["max_rss_kib"] for x in samples],
+            "method": samples[0]["method"],
+        }
+        print(
+            f"  {n:32s} max RSS {fmt_mib(rss[n]['max_rss_kib'])} MiB   "
+            f"process-tree sampled {fmt_mib(rss[n]['tree_peak_rss_kib_sampled'])} MiB   "
+            f"[{rss[n]['method']}]"
+        )
     results["rss"] = rss
 
     # ---- targets
-    ms_rss = rss.get("modelseal verify (shards)", {}).get("peak_rss_kib")
+    ms_rss = rss.get("modelseal verify (shards)", {}).get("max_rss_kib")
     ms_ver = ver.get("modelseal --version", {}).get("median_s")
     targets = [
         ("multi-file verify: modelseal/upstream (median)", multi_ratio, "<=", TARGET_MULTI_RATIO),
-        ("2 GiB verify: modelseal shards/upstream default (median)", single_ratio, "<=", TARGET_SINGLE_RATIO),
-        ("hash throughput: modelseal/openssl speed (median)", tp_ratio, ">=", TARGET_THROUGHPUT_RATIO),
+        (
+            "2 GiB verify: modelseal shards/upstream default (median)",
+            single_ratio,
+            "<=",
+            TARGET_SINGLE_RATIO,
+        ),
+        (
+            "hash throughput: modelseal/openssl speed (median)",
+            tp_ratio,
+            ">=",
+            TARGET_THROUGHPUT_RATIO,
+        ),
         ("modelseal --version wall s (median)", ms_ver, "<=", TARGET_VERSION_S),
-        ("modelseal verify 2 GiB peak RSS MiB", None if ms_rss is None else ms_rss / 1024, "<=", TARGET_RSS_KIB / 1024),
+        (
+            "modelseal verify 2 GiB peak RSS MiB",
+            None if ms_rss is None else ms_rss / 1024,
+            "<=",
+            TARGET_RSS_KIB / 1024,
+        ),
     ]
     tlist = []
     for name, val, op, tgt in targets:
         ok = None if val is None else (val <= tgt if op == "<=" else val >= tgt)
-        tlist.append({"name": name, "value": val, "op": op, "target": tgt,
-                      "status": "n/a" if ok is None else ("PASS" if ok else "FAIL")})
+        tlist.append(
+            {
+                "name": name,
+                "value": val,
+                "op": op,
+                "target": tgt,
+                "status": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
+            }
+        )
     results["targets"] = tlist
     results["elapsed_s"] = time.perf_counter() - t_start
 
@@ -599,39 +801,64 @@ def bench(args) -> int:
 
 def print_report(res: dict, nproc: int) -> None:
     print("\n" + "=" * 96)
-    print("RESULTS (wall seconds; MB/s = 10^6 bytes/s over the median time; RSS = ru_maxrss)")
+    print("RESULTS (wall seconds; MB/s = 10^6 bytes/s over the median time; cpu = user+sys median)")
     print("=" * 96)
 
     def table(title, rows):
         print(f"\n{title}")
-        print(f"  {'tool':34s} {'median s':>9s} {'min s':>9s} {'cpu s':>8s} {'MB/s':>9s} {'RSS MiB':>8s}")
+        print(f"  {'tool':34s} {'median s':>9s} {'min s':>9s} {'cpu s':>8s} {'MB/s':>9s}")
         for n, d in rows.items():
             mbs = f"{d['mb_per_s_median']:.0f}" if "mb_per_s_median" in d else "-"
-            print(f"  {n:34s} {fmt_s(d['median_s']):>9s} {fmt_s(d['min_s']):>9s} "
-                  f"{d['cpu_median_s']:8.2f} {mbs:>9s} {fmt_mib(d['max_rss_kib']):>8s}")
+            print(
+                f"  {n:34s} {fmt_s(d['median_s']):>9s} {fmt_s(d['min_s']):>9s} "
+                f"{d['cpu_median_s']:8.2f} {mbs:>9s}"
+            )
 
     m = res["multi_dir"]
     table(f"multi-file dir ({m['files']} files, {m['bytes'] / MIB:.0f} MiB)", m["tools"])
-    print(f"  ratio modelseal/upstream: median {fmt_ratio(m['ratio_median'])}  min {fmt_ratio(m['ratio_min'])}")
+    print(
+        f"  ratio modelseal/upstream: median {fmt_ratio(m['ratio_median'])}  "
+        f"min {fmt_ratio(m['ratio_min'])}"
+    )
     s = res["single_file"]
     cs = s["chosen_shard_size"]
-    table(f"single file ({s['bytes'] / MIB:.0f} MiB; modelseal shard size "
-          f"{'-' if cs is None else f'{cs // MIB} MiB'})", s["tools"])
-    print(f"  ratio modelseal/upstream: median {fmt_ratio(s['ratio_median'])}  min {fmt_ratio(s['ratio_min'])}")
+    table(
+        f"single file ({s['bytes'] / MIB:.0f} MiB; modelseal shard size "
+        f"{'-' if cs is None else f'{cs // MIB} MiB'})",
+        s["tools"],
+    )
+    print(
+        f"  ratio modelseal/upstream: median {fmt_ratio(s['ratio_median'])}  "
+        f"min {fmt_ratio(s['ratio_min'])}"
+    )
     t = res["throughput"]
-    print(f"\nhashing throughput ({t['openssl_speed']['block_bytes']}-byte blocks for openssl, -multi {nproc})")
-    print(f"  openssl speed -multi {nproc} -evp sha256 : {t['openssl_speed']['bytes_per_s'] / 1e6:9.1f} MB/s")
+    print(
+        f"\nhashing throughput ({t['openssl_speed']['block_bytes']}-byte column of "
+        f"openssl speed, -multi {nproc})"
+    )
+    print(f"  {t['openssl_speed']['command']}")
+    print(
+        f"  openssl speed (median)             : "
+        f"{t['openssl_speed']['bytes_per_s'] / 1e6:9.1f} MB/s"
+    )
     if t["modelseal_hash"]:
         h = t["modelseal_hash"]
-        print(f"  modelseal hash (median {h['median_s']:.3f}s)   : {h['mb_per_s_median']:9.1f} MB/s"
-              f"  (best {h['mb_per_s_best']:.1f})")
-        print(f"  ratio: median {fmt_ratio(t['ratio_median'])}  best {fmt_ratio(t['ratio_best'])}")
+        print(
+            f"  modelseal hash (median {h['median_s']:.3f}s)   : {h['mb_per_s_median']:9.1f} MB/s"
+            f"  (best {h['mb_per_s_best']:.1f})"
+        )
+        print(
+            f"  ratio modelseal/openssl: median {fmt_ratio(t['ratio_median'])}  "
+            f"best/best {fmt_ratio(t['ratio_best'])}"
+        )
     if res["startup"]:
         table("--version", res["startup"])
     print("\npeak RSS verifying the 2 GiB file")
     for n, d in res["rss"].items():
-        print(f"  {n:34s} {fmt_mib(d['peak_rss_kib']):>8s} MiB (ru_maxrss)   "
-              f"{fmt_mib(d['tree_peak_rss_kib_sampled']):>8s} MiB (process tree, sampled)")
+        print(
+            f"  {n:34s} {fmt_mib(d['max_rss_kib']):>8s} MiB (max RSS)   "
+            f"{fmt_mib(d['tree_peak_rss_kib_sampled']):>8s} MiB (process tree, sampled)"
+        )
 
     print("\nTARGETS")
     for tg in res["targets"]:
@@ -663,8 +890,12 @@ def _meminfo_total_kib():
 
 def _git_rev():
     try:
-        r = subprocess.run(["git", "-C", REPO_DIR, "rev-parse", "--short", "HEAD"],
-                           capture_output=True, text=True, timeout=10)
+        r = subprocess.run(
+            ["git", "-C", REPO_DIR, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
