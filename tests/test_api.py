@@ -21,8 +21,14 @@ def test_unknown_attribute_raises() -> None:
 
 
 def test_errors_have_one_root() -> None:
-    for name in ("UsageError", "IntegrityError", "SealError", "SignatureError",
-                 "ModelMismatchError", "UnsafeModelError"):
+    for name in (
+        "UsageError",
+        "IntegrityError",
+        "SealError",
+        "SignatureError",
+        "ModelMismatchError",
+        "UnsafeModelError",
+    ):
         assert issubclass(getattr(modelseal, name), modelseal.Error)
     for name in ("SealError", "SignatureError", "ModelMismatchError", "UnsafeModelError"):
         assert issubclass(getattr(modelseal, name), modelseal.IntegrityError)

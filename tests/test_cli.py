@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Cli, KeyPair
 
 import modelseal
+from conftest import Cli, KeyPair
 
 
 def test_version(cli: Cli) -> None:
@@ -98,7 +98,8 @@ def test_hash_prints_digests(cli: Cli, model: Path) -> None:
     text = cli("hash", model)
     assert text.code == 0
     lines = text.out.splitlines()
-    assert lines[0].startswith("sha256:") and lines[0].endswith("  config.json")
+    assert lines[0].startswith("sha256:")
+    assert lines[0].endswith("  config.json")
     assert lines[-1].endswith("(root)")
     data = json.loads(cli("hash", model, "--format", "json", "--shard-size", "50000").out)
     names = [r["name"] for r in data["predicate"]["resources"]]
@@ -134,8 +135,9 @@ def test_usage_errors_exit_2(cli: Cli, model: Path, args: list[str]) -> None:
     assert "error" in result.err
 
 
-def test_io_errors_exit_2_with_one_line(cli: Cli, model: Path, tmp_path: Path,
-                                        keypair: KeyPair) -> None:
+def test_io_errors_exit_2_with_one_line(
+    cli: Cli, model: Path, tmp_path: Path, keypair: KeyPair
+) -> None:
     for args in (
         ["hash", tmp_path / "absent"],
         ["seal", model, "--key", tmp_path / "absent.key"],
@@ -148,8 +150,9 @@ def test_io_errors_exit_2_with_one_line(cli: Cli, model: Path, tmp_path: Path,
         assert result.err.startswith("modelseal: error:")
 
 
-def test_real_entry_point_never_shows_a_traceback(model: Path, keypair: KeyPair,
-                                                  tmp_path: Path) -> None:
+def test_real_entry_point_never_shows_a_traceback(
+    model: Path, keypair: KeyPair, tmp_path: Path
+) -> None:
     """The installed console script, as a user runs it, on a garbage seal."""
     (model / "model.sig").write_bytes(b"\x00\xff garbage")
     exe = Path(sys.executable).with_name("modelseal")

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import KeyPair, make_keypair
 
 import modelseal
+from conftest import KeyPair, make_keypair
 from modelseal.errors import ModelMismatchError
 from modelseal.signing.bundle import read_seal
 
@@ -66,8 +66,10 @@ def test_our_seals_verify_with_upstream(
 ) -> None:
     pair = make_keypair(key_dir, algorithm, algorithm)
     modelseal.seal(model, key=pair.private, shard_size=shard_size, algorithm=hash_type)
-    check = upstream_verify if shard_size is None and hash_type == "sha256" else (
-        upstream_library_verify
+    check = (
+        upstream_verify
+        if shard_size is None and hash_type == "sha256"
+        else (upstream_library_verify)
     )
     result = check(model, model / "model.sig", pair.public)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -84,8 +86,9 @@ def test_our_single_file_seal_verifies_with_upstream(single_file: Path, keypair:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_upstream_bundles_verify_with_us(model: Path, single_file: Path, keypair: KeyPair,
-                                        tmp_path: Path) -> None:
+def test_upstream_bundles_verify_with_us(
+    model: Path, single_file: Path, keypair: KeyPair, tmp_path: Path
+) -> None:
     for target, seal in ((model, model / "model.sig"), (single_file, tmp_path / "file.sig")):
         signed = upstream(
             "sign", "key", target, "--private_key", keypair.private, "--signature", seal
@@ -100,8 +103,9 @@ def test_upstream_bundles_verify_with_us(model: Path, single_file: Path, keypair
     assert [f.name for f in caught.value.failure.findings] == ["config.json"]  # type: ignore[union-attr]
 
 
-def test_upstream_shard_bundles_verify_with_us(model: Path, keypair: KeyPair,
-                                              tmp_path: Path) -> None:
+def test_upstream_shard_bundles_verify_with_us(
+    model: Path, keypair: KeyPair, tmp_path: Path
+) -> None:
     code = (
         "import sys, model_signing\n"
         "hashing = model_signing.hashing.Config().use_shard_serialization(shard_size=5000)\n"

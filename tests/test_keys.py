@@ -72,8 +72,16 @@ def test_openssl_made_keys_load(tmp_path: Path, genkey: list[str], to_pkcs8: boo
     subprocess.run([*genkey, "-out", str(key_path)], check=True, capture_output=True)
     if to_pkcs8:
         subprocess.run(
-            ["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", str(key_path),
-             "-out", str(tmp_path / "p8.pem")],
+            [
+                "openssl",
+                "pkcs8",
+                "-topk8",
+                "-nocrypt",
+                "-in",
+                str(key_path),
+                "-out",
+                str(tmp_path / "p8.pem"),
+            ],
             check=True,
             capture_output=True,
         )

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import KeyPair, make_keypair
 
 import modelseal
+from conftest import KeyPair, make_keypair
 from modelseal.audit import JsonLinesHandler, logger
 from modelseal.errors import ModelMismatchError, SignatureError, UsageError
 from modelseal.signing.bundle import read_seal
@@ -41,10 +41,12 @@ def test_every_key_type(model: Path, key_dir: Path, algorithm: str) -> None:
     assert modelseal.verify(model, public_keys=[pair.public]).signed
 
 
-@pytest.mark.parametrize(("algorithm", "shard_size"), [("blake3", None), ("sha512", None),
-                                                       ("sha256", 4096)])
-def test_algorithms_and_shards(model: Path, keypair: KeyPair, algorithm: str,
-                               shard_size: int | None) -> None:
+@pytest.mark.parametrize(
+    ("algorithm", "shard_size"), [("blake3", None), ("sha512", None), ("sha256", 4096)]
+)
+def test_algorithms_and_shards(
+    model: Path, keypair: KeyPair, algorithm: str, shard_size: int | None
+) -> None:
     modelseal.seal(model, key=keypair.private, algorithm=algorithm, shard_size=shard_size)
     result = modelseal.verify(model, public_keys=[keypair.public])
     assert result.hash_type == algorithm
@@ -147,8 +149,9 @@ def test_copy_elsewhere_still_verifies(model: Path, keypair: KeyPair, tmp_path: 
     assert modelseal.verify(copy, public_keys=[keypair.public]).model_name == "model"
 
 
-def test_audit_events(model: Path, keypair: KeyPair, tmp_path: Path,
-                      caplog: pytest.LogCaptureFixture) -> None:
+def test_audit_events(
+    model: Path, keypair: KeyPair, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     log_file = tmp_path / "audit.jsonl"
     handler = JsonLinesHandler(str(log_file))
     logger.addHandler(handler)
