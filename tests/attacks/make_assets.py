@@ -143,9 +143,7 @@ def build() -> dict[str, dict[str, Any]]:
         # Statements about nothing, or about something else.
         "empty_resources": statement([]),
         "root_mismatch": statement(honest, root=bytes(flipped)),
-        "wrong_predicate_type": statement(
-            honest, predicate_type="https://slsa.dev/provenance/v1"
-        ),
+        "wrong_predicate_type": statement(honest, predicate_type="https://slsa.dev/provenance/v1"),
         "two_subjects": statement(
             honest,
             subjects=[
@@ -181,7 +179,9 @@ def main() -> None:
         write(STATEMENTS / f"{name}.json", json.dumps(value, indent=2, sort_keys=True).encode())
     # Bytes that are neither UTF-8 nor JSON (fixed seed: reproducible).
     write(SEALS / "garbage.sig", b"\x80\xff" + random.Random(20240601).randbytes(4094))
-    write(SEALS / "array.sig", b'[{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}]\n')
+    write(
+        SEALS / "array.sig", b'[{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}]\n'
+    )
     write(SEALS / "nested.sig", b"[" * 200_000)
 
 
