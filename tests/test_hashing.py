@@ -142,3 +142,24 @@ def test_blake3_missing_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "blake3", None)
     with pytest.raises(UsageError, match=r"modelseal\[blake3\]"):
         hashing.new_hasher("blake3")
+
+
+def test_a_file_that_grows_while_being_read_is_reported(tmp_path: Path) -> None:
+    """The progress hook runs between reads: it appends to the file mid-hash, as an attacker
+    racing the verifier would, and the engine must notice the size change."""
+    path = tmp_path / "m" / "big.bin"
+    path.parent.mkdir()
+    path.write_bytes(os.urandom(hashing.CHUNK_SIZE * 3))
+
+    class Appender:
+        def start(self, total_bytes: int) -> None:
+            pass
+
+        def advance(self, nbytes: int) -> None:
+            with path.open("ab") as handle:
+                handle.write(b"payload")
+
+    entries = hashing.list_model(path.parent, Serialization())
+    result = hashing.hash_entries(entries, Serialization(), progress=Appender())
+    assert result.unreadable == {"big.bin": "size changed while the file was being read"}
+    assert result.resources == ()

@@ -178,3 +178,14 @@ def test_audit_events(
         assert event["model_name"] == "model"
         assert event["model_path"] == str(model)
         assert event["time"].endswith("Z")
+
+
+def test_unsafe_findings_name_the_path(model: Path, keypair: KeyPair) -> None:
+    modelseal.seal(model, key=keypair.private)
+    (model / "config.json").unlink()
+    (model / "config.json").symlink_to("tokenizer.txt")
+    with pytest.raises(modelseal.UnsafeModelError) as caught:
+        modelseal.verify(model, public_keys=[keypair.public])
+    (finding,) = caught.value.failure.findings  # type: ignore[union-attr]
+    assert (finding.kind, finding.name) == ("unsafe", "config.json")
+    assert "symlink" in finding.detail

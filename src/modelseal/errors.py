@@ -59,4 +59,9 @@ class UnsafeModelError(IntegrityError):
 
     Symlinks (unless allowed, and never out of the model root), FIFOs,
     devices, sockets, names that cannot be represented safely, an empty model.
+    `name` is the offending path relative to the model root, when there is one.
     """
+
+    def __init__(self, message: str, failure: Failure | None = None, *, name: str | None = None):
+        super().__init__(message, failure)
+        self.name = name

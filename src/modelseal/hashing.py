@@ -119,6 +119,8 @@ def _hash_range(task: _Task, algorithm: str, threads: int, progress: Progress | 
             offset += got
             if progress is not None:
                 progress.advance(got)
+        if os.fstat(fd).st_size != task.entry.size:
+            raise FileChangedError("size changed while the file was being read")
     finally:
         os.close(fd)
     return hasher.digest()

@@ -271,7 +271,7 @@ def _parse_resource(item: object, serialization: Serialization) -> Resource:
         if len(parts) != 3:
             raise ValueError(f"shard name {name!r} is not path:start:end")
         path, start_s, end_s = parts
-        if not (start_s.isdigit() and end_s.isdigit()) or not start_s.isascii():
+        if not all(part.isascii() and part.isdigit() for part in (start_s, end_s)):
             raise ValueError(f"shard name {name!r} has a malformed byte range")
         start, end = int(start_s), int(end_s)
         names.check_name(path)

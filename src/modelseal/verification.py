@@ -302,7 +302,8 @@ def verify(
         )
     except IntegrityError as exc:
         if exc.failure is None:
-            exc.failure = context.failure((Finding(_kind_of(exc), str(exc)),))
+            name = exc.name if isinstance(exc, UnsafeModelError) else None
+            exc.failure = context.failure((Finding(_kind_of(exc), str(exc), name),))
         audit.emit_failure(exc.failure)
         raise
     audit.emit_success(result)

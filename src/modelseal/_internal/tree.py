@@ -95,34 +95,39 @@ def _walk_dir(
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except OSError as exc:
-        raise UnsafeModelError(f"cannot list directory {prefix or '.'}: {exc.strerror}") from None
+        raise UnsafeModelError(
+            f"cannot list directory {prefix or '.'}: {exc.strerror}",
+            name=prefix.rstrip("/") or None,
+        ) from None
     for entry in entries:
         name = prefix + entry.name
         if any(names.is_under(name, path) for path in ignored):
             continue
         problem = names.name_problem(name)
         if problem is not None:
-            raise UnsafeModelError(f"unsafe file name in the model: {problem}")
+            raise UnsafeModelError(f"unsafe file name in the model: {problem}", name=name)
         st = entry.stat(follow_symlinks=False)
         path = entry.path
         if stat.S_ISLNK(st.st_mode):
             if not allow_symlinks:
-                raise UnsafeModelError(f"{name} is a symlink (symlinks are not allowed)")
+                raise UnsafeModelError(f"{name} is a symlink (symlinks are not allowed)", name=name)
             target = os.path.realpath(path)
             if not _inside(root_real, target):
-                raise UnsafeModelError(f"{name} is a symlink that leaves the model root")
+                raise UnsafeModelError(f"{name} is a symlink that leaves the model root", name=name)
             try:
                 st = os.stat(target)
             except OSError:
-                raise UnsafeModelError(f"{name} is a dangling symlink") from None
+                raise UnsafeModelError(f"{name} is a dangling symlink", name=name) from None
             path = target
         if stat.S_ISDIR(st.st_mode):
             key = (st.st_dev, st.st_ino)
             if key in visited:
-                raise UnsafeModelError(f"{name} leads to a directory already walked (a loop)")
+                raise UnsafeModelError(
+                    f"{name} leads to a directory already walked (a loop)", name=name
+                )
             visited.add(key)
             _walk_dir(path, name + "/", root_real, allow_symlinks, ignored, visited, found)
         elif stat.S_ISREG(st.st_mode):
             found.append(_entry(name, path, st))
         else:
-            raise UnsafeModelError(f"{name} is {_kind(st.st_mode)}, not a regular file")
+            raise UnsafeModelError(f"{name} is {_kind(st.st_mode)}, not a regular file", name=name)

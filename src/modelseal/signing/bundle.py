@@ -84,13 +84,18 @@ def read_seal(path: str | os.PathLike[str]) -> Bundle:
         raise SealError(f"no seal at {seal}: the model is not sealed") from None
     except OSError as exc:
         raise SealError(f"cannot read the seal {seal}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise SealError(f"the seal {seal} is not a regular file")
         if st.st_size > MAX_SEAL_BYTES:
             raise SealError(f"the seal {seal} is larger than {MAX_SEAL_BYTES} bytes")
-        raw = handle.read(MAX_SEAL_BYTES + 1)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            raw = handle.read(MAX_SEAL_BYTES + 1)
+    except OSError as exc:
+        raise SealError(f"cannot read the seal {seal}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_SEAL_BYTES:
         raise SealError(f"the seal {seal} is larger than {MAX_SEAL_BYTES} bytes")
     if not raw.strip():
