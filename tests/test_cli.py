@@ -167,3 +167,22 @@ def test_real_entry_point_never_shows_a_traceback(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "malformed seal" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("seal_bytes", "reason"),
+    [
+        (b"", "is empty"),
+        (b"{", "not valid JSON"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"mediaType": "x"}', "mediaType"),
+    ],
+)
+def test_a_bad_seal_is_one_line_exit_1(
+    cli: Cli, model: Path, keypair: KeyPair, seal_bytes: bytes, reason: str
+) -> None:
+    (model / "model.sig").write_bytes(seal_bytes)
+    result = cli("verify", model, "--public-key", keypair.public)
+    assert result.code == 1
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert reason in result.err

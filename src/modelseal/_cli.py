@@ -141,7 +141,7 @@ def _cmd_seal(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from modelseal.errors import IntegrityError
+    from modelseal.errors import IntegrityError, ModelMismatchError
     from modelseal.verification import verify
 
     try:
@@ -157,7 +157,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except IntegrityError as exc:
         if args.format is OutputFormat.JSON and exc.failure is not None:
             _print_json(exc.failure.to_json())
-        print(f"modelseal: FAILED: {exc.diagnostics()}", file=sys.stderr)
+        # A file-by-file report when files differ; otherwise the one reason, on one line.
+        if isinstance(exc, ModelMismatchError):
+            text = exc.diagnostics()
+        else:
+            text = f"verification of {args.model} failed: {exc}"
+        print(f"modelseal: FAILED: {text}", file=sys.stderr)
         return EXIT_FAILED
     if args.format is OutputFormat.JSON:
         _print_json(result.to_json())
