@@ -12,17 +12,16 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import assert_cli_refused, refused, verify_in_subprocess
 
 import modelseal
-from conftest import Cli, CliResult, KeyPair, write_model
+from conftest import Cli, KeyPair, write_model
 from modelseal import IntegrityError, ModelMismatchError, SealError, SignatureError
 from modelseal.hashing import hash_model
 from modelseal.manifest import GIT_PATHS, Serialization
@@ -51,27 +50,10 @@ def label(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def refused(model: Path, keypair: KeyPair, error: type[IntegrityError]) -> IntegrityError:
-    with pytest.raises(error) as info:
-        modelseal.verify(model, public_keys=[keypair.public])
-    assert info.value.failure is not None
-    return info.value
-
-
 def assert_one_finding(exc: IntegrityError, kind: str, reason: str) -> None:
     assert exc.failure is not None
     assert [f.kind for f in exc.failure.findings] == [kind]
     assert reason in exc.failure.findings[0].detail
-
-
-def assert_cli_refused(result: CliResult, reason: str) -> None:
-    """Exit 1; stderr opens with a one-line verdict and states `reason` on exactly one line."""
-    assert result.code == 1, result.err
-    assert result.out == ""
-    assert "Traceback" not in result.err
-    lines = result.err.splitlines()
-    assert lines[0].startswith("modelseal: FAILED: verification of ")
-    assert sum(reason in line for line in lines) == 1, result.err
 
 
 def seal_json(model: Path) -> dict[str, Any]:
@@ -226,15 +208,7 @@ def test_seal_replaced_by_fifo_is_refused_without_hanging(model: Path, keypair: 
     (model / "model.sig").unlink()
     os.mkfifo(model / "model.sig")
 
-    command = [sys.executable, "-m", "modelseal", "verify", str(model)]
-    command += ["--public-key", str(keypair.public)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert lines[0].startswith("modelseal: FAILED: verification of ")
-    assert sum("is not a regular file" in line for line in lines) == 1
+    assert_cli_refused(verify_in_subprocess(model, keypair), "is not a regular file")
 
 
 # --- signatures ----------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _helpers import assert_cli_refused, refused
 
 import modelseal
-from conftest import Cli, CliResult, KeyPair
+from conftest import Cli, KeyPair
 from modelseal import IntegrityError, ModelMismatchError, UnsafeModelError
 
 FILES = ("config.json", "tokenizer.txt", "weights/layer0.bin", "weights/layer1.bin")
@@ -41,26 +42,9 @@ def sealed(model: Path, keypair: KeyPair) -> dict[str, bytes]:
     return {name: (model / name).read_bytes() for name in FILES}
 
 
-def refused(model: Path, keypair: KeyPair, error: type[IntegrityError]) -> IntegrityError:
-    with pytest.raises(error) as info:
-        modelseal.verify(model, public_keys=[keypair.public])
-    assert info.value.failure is not None
-    return info.value
-
-
 def findings(exc: IntegrityError) -> list[tuple[str, str | None, str | None, str | None]]:
     assert exc.failure is not None
     return [(f.kind, f.name, f.expected, f.actual) for f in exc.failure.findings]
-
-
-def assert_cli_refused(result: CliResult, reason: str) -> None:
-    """Exit 1; stderr opens with a one-line verdict and states `reason` on exactly one line."""
-    assert result.code == 1, result.err
-    assert result.out == ""
-    assert "Traceback" not in result.err
-    lines = result.err.splitlines()
-    assert lines[0].startswith("modelseal: FAILED: verification of ")
-    assert sum(reason in line for line in lines) == 1, result.err
 
 
 # --- honest ------------------------------------------------------------------------------

@@ -11,12 +11,11 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _helpers import assert_cli_refused, refused, verify_in_subprocess
 
 import modelseal
 from conftest import KeyPair
@@ -28,15 +27,6 @@ from modelseal.manifest import Serialization
 
 def label(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def refused(
-    model: Path, keypair: KeyPair, error: type[IntegrityError], **kwargs: bool
-) -> IntegrityError:
-    with pytest.raises(error) as info:
-        modelseal.verify(model, public_keys=[keypair.public], **kwargs)
-    assert info.value.failure is not None
-    return info.value
 
 
 def assert_unsafe(exc: IntegrityError, detail: str) -> None:
@@ -171,16 +161,9 @@ def test_file_replaced_by_fifo_is_refused_without_hanging(model: Path, keypair: 
     (model / "config.json").unlink()
     os.mkfifo(model / "config.json")  # nobody will ever write to it
 
-    # A subprocess, so that a regression that opens the FIFO cannot hang the suite.
-    command = [sys.executable, "-m", "modelseal", "verify", str(model)]
-    command += ["--public-key", str(keypair.public)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert lines[0].startswith("modelseal: FAILED: verification of ")
-    assert sum("config.json is a FIFO, not a regular file" in line for line in lines) == 1
+    assert_cli_refused(
+        verify_in_subprocess(model, keypair), "config.json is a FIFO, not a regular file"
+    )
 
 
 def test_file_replaced_by_socket_is_refused(
