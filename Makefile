@@ -11,12 +11,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# compileall: this workplace sets PYTHONDONTWRITEBYTECODE, so byte-compile once at install
+# rather than on every start of the CLI.
 $(STAMP_CORE): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/python -m compileall -q src >/dev/null
 	touch $@
 
 $(STAMP_TEST): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q src >/dev/null
 	touch $@ $(STAMP_CORE)
 
 ## demo: seal a small generated model, verify it, tamper one byte, show the refusal
@@ -38,6 +42,7 @@ unit: $(STAMP_TEST)
 
 ## bench: build large test models and time modelseal against its peers (minutes, GBs of disk)
 bench: $(STAMP_TEST)
+	$(BIN)/python -m compileall -q src >/dev/null
 	$(BIN)/python bench/make_models.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
 

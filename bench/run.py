@@ -302,7 +302,7 @@ def ratios(a: list[Result], b: list[Result]) -> dict:
     return {
         "ratio_median": statistics.median(wa) / statistics.median(wb),
         "ratio_min": min(wa) / min(wb),
-        "ratio_paired_median": statistics.median(x / y for x, y in zip(wa, wb)),
+        "ratio_paired_median": statistics.median(x / y for x, y in zip(wa, wb, strict=True)),
     }
 
 
@@ -348,13 +348,31 @@ class CpuMeter:
 def report_noise(label: str, meter: CpuMeter, store: dict) -> None:
     n = meter.stop()
     store[label] = n
-    warn = "  <-- WARNING: machine busy, figures unreliable" if (
-        n["foreign_pct_of_capacity"] > 5 or n["steal_pct_of_capacity"] > 5
-    ) else ""
+    warn = (
+        "  <-- WARNING: machine busy, figures unreliable"
+        if (n["foreign_pct_of_capacity"] > 5 or n["steal_pct_of_capacity"] > 5)
+        else ""
+    )
     print(
         f"  background CPU (other processes) {n['foreign_pct_of_capacity']:.1f}%, "
         f"steal {n['steal_pct_of_capacity']:.1f}% of capacity{warn}"
     )
+
+
+def wait_for_idle(limit_s: float) -> None:
+    """Wait (at most limit_s) until other processes use < 5% of the CPUs."""
+    t_end = time.perf_counter() + limit_s
+    while True:
+        m = CpuMeter()
+        time.sleep(2.0)
+        pct = m.stop()["foreign_pct_of_capacity"]
+        if pct < 5:
+            print(f"\nmachine idle (background CPU {pct:.1f}%)")
+            return
+        if time.perf_counter() >= t_end:
+            print(f"\nwarning: machine still busy after {limit_s:.0f}s (background CPU {pct:.0f}%)")
+            return
+        print(f"  waiting for an idle machine: background CPU {pct:.0f}%", flush=True)
 
 
 def parse_openssl_speed(text: str, block: int = 16384) -> dict:
@@ -444,12 +462,22 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--peers-only",
         action="store_true",
-        help="allow running without modelseal (peer figures only)",
+        help="measure the peers only (no modelseal needed)",
     )
     ap.add_argument(
         "--no-sha256sum",
         action="store_true",
         help="skip the (slow, single-threaded) sha256sum rows",
+    )
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=60,
+        metavar="S",
+        help="before timing, wait up to S seconds for other processes to go quiet (default 60)",
+    )
+    ap.add_argument(
+        "--trial-rounds", type=int, default=3, help="rounds of the shard-size trials (default 3)"
     )
     ap.add_argument(
         "--rss-runs", type=int, default=2, help="untimed peak-RSS runs per tool (default 2)"
@@ -491,6 +519,8 @@ def bench(args) -> int:
     shard_sizes = [int(x) * MIB for x in args.shard_sizes.split(",") if x.strip()]
 
     ms, ms_how = find_tool("modelseal", "MODELSEAL", args.modelseal)
+    if args.peers_only:
+        ms, ms_how = None, "skipped (--peers-only)"
     up, up_how = find_tool("model_signing", "MODEL_SIGNING", args.model_signing)
     if up is None:
         raise BenchError(
@@ -501,7 +531,7 @@ def bench(args) -> int:
     if ms is None and not args.peers_only:
         raise BenchError(
             "`modelseal` not found (looked at $MODELSEAL, beside this python, .venv/bin, PATH); "
-            "install the project (pip install -e .) or pass --peers-only for the peer figures only"
+            "install the project (pip install -e .) or pass --peers-only for the peer figures"
         )
     for tool in ("openssl", "sha256sum", "xargs"):
         if shutil.which(tool) is None:
@@ -528,6 +558,7 @@ def bench(args) -> int:
         "openssl": first_line([openssl, "version"]),
         "sha256sum": first_line([sha256sum, "--version"]),
         "rounds": args.rounds,
+        "loadavg_start": _loadavg(),
     }
     print("modelseal benchmark")
     for k in ("date_utc", "cpu", "nproc", "python", "git_rev"):
@@ -545,6 +576,9 @@ def bench(args) -> int:
         "meta": meta,
         "config": {"data_dir": data_dir, "shard_sizes_tried": shard_sizes},
     }
+
+    if args.wait_idle > 0:
+        wait_for_idle(args.wait_idle)
 
     # ---- page cache
     dt = warm_page_cache([*multi_files, single])
@@ -893,12 +927,17 @@ def print_report(res: dict, nproc: int) -> None:
                 f"{d['cpu_median_s']:8.2f} {mbs:>9s}"
             )
 
+    def ratio_line(d, what="modelseal/upstream"):
+        if d.get("ratio_median") is not None:
+            print(
+                f"  ratio {what}: of medians {fmt_ratio(d['ratio_median'])}  "
+                f"of mins {fmt_ratio(d.get('ratio_min'))}  "
+                f"per-round median {fmt_ratio(d.get('ratio_paired_median'))}"
+            )
+
     m = res["multi_dir"]
     table(f"multi-file dir ({m['files']} files, {m['bytes'] / MIB:.0f} MiB)", m["tools"])
-    print(
-        f"  ratio modelseal/upstream: median {fmt_ratio(m['ratio_median'])}  "
-        f"min {fmt_ratio(m['ratio_min'])}"
-    )
+    ratio_line(m)
     s = res["single_file"]
     cs = s["chosen_shard_size"]
     table(
@@ -906,10 +945,7 @@ def print_report(res: dict, nproc: int) -> None:
         f"{'-' if cs is None else f'{cs // MIB} MiB'})",
         s["tools"],
     )
-    print(
-        f"  ratio modelseal/upstream: median {fmt_ratio(s['ratio_median'])}  "
-        f"min {fmt_ratio(s['ratio_min'])}"
-    )
+    ratio_line(s)
     t = res["throughput"]
     print(
         f"\nhashing throughput ({t['openssl_speed']['block_bytes']}-byte column of "
@@ -927,8 +963,9 @@ def print_report(res: dict, nproc: int) -> None:
             f"  (best {h['mb_per_s_best']:.1f})"
         )
         print(
-            f"  ratio modelseal/openssl: median {fmt_ratio(t['ratio_median'])}  "
-            f"best/best {fmt_ratio(t['ratio_best'])}"
+            f"  ratio modelseal/openssl: of medians {fmt_ratio(t['ratio_median'])}  "
+            f"best/best {fmt_ratio(t['ratio_best'])}  "
+            f"per-round median {fmt_ratio(t['ratio_paired_median'])}"
         )
     if res["startup"]:
         table("--version", res["startup"])
@@ -939,7 +976,13 @@ def print_report(res: dict, nproc: int) -> None:
             f"{fmt_mib(d['tree_peak_rss_kib_sampled']):>8s} MiB (process tree, sampled)"
         )
 
-    print("\nTARGETS")
+    busy = {k: v for k, v in res["background_cpu"].items() if v["foreign_pct_of_capacity"] > 5}
+    if busy:
+        print("\nWARNING: other processes used CPU during the run (% of capacity): ", end="")
+        print(", ".join(f"{k} {v['foreign_pct_of_capacity']:.0f}%" for k, v in busy.items()))
+        print("         figures are unreliable; re-run on an idle machine")
+
+    print("\nTARGETS (ratios: of the medians)")
     for tg in res["targets"]:
         v = "-" if tg["value"] is None else f"{tg['value']:.3f}"
         print(f"  {tg['status']:5s} {tg['name']:58s} {v:>9s} {tg['op']} {tg['target']}")
@@ -954,6 +997,14 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "?"
+
+
+def _loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except (OSError, ValueError):
+        return None
 
 
 def _meminfo_total_kib():

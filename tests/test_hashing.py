@@ -163,3 +163,23 @@ def test_a_file_that_grows_while_being_read_is_reported(tmp_path: Path) -> None:
     result = hashing.hash_entries(entries, Serialization(), progress=Appender())
     assert result.unreadable == {"big.bin": "size changed while the file was being read"}
     assert result.resources == ()
+
+
+@pytest.mark.parametrize("use_mmap", [True, False])
+@pytest.mark.parametrize("shard_size", [None, 4097, 3 * 4096, hashing.MAP_WINDOW + 1])
+def test_mapping_and_reading_give_the_same_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_mmap: bool, shard_size: int | None
+) -> None:
+    """Windows and shards that do not start on a page boundary are mapped correctly."""
+    monkeypatch.setattr(hashing, "USE_MMAP", use_mmap)
+    monkeypatch.setattr(hashing, "MAP_WINDOW", 1 << 20)
+    data = os.urandom(hashing.MAP_WINDOW * 2 + 12345)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(data)
+    (tmp_path / "m" / "empty").write_bytes(b"")
+    method = Method.FILES if shard_size is None else Method.SHARDS
+    manifest = hashing.hash_model(tmp_path / "m", Serialization(method, shard_size=shard_size))
+    for resource in manifest.resources:
+        start, end = resource.start or 0, resource.end
+        expected = data[start:end] if resource.path == "w.bin" else b""
+        assert resource.digest == hashlib.sha256(expected).digest(), resource.name

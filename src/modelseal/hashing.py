@@ -9,6 +9,7 @@ bounded whatever the model size, and no byte is read twice.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import stat
 import threading
@@ -24,7 +25,16 @@ from modelseal.errors import UnsafeModelError, UsageError
 from modelseal.manifest import Manifest, Method, Resource, Serialization, shard_name
 
 CHUNK_SIZE = 1 << 20
-"""Bytes per read; large enough to amortize syscalls, small enough to stay in cache."""
+"""Bytes per read when reading (not mapping): amortizes syscalls, stays in cache."""
+
+MAP_WINDOW = 8 << 20
+"""Bytes mapped at a time: hashing straight from the page cache skips a copy (about 20%
+faster than reading), and one window per thread keeps the resident size small."""
+
+USE_MMAP = os.environ.get("MODELSEAL_MMAP", "1") != "0"
+"""Set MODELSEAL_MMAP=0 to read instead of map (see `_mapped_windows` on truncation races)."""
+
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 class Progress(Protocol):
@@ -102,23 +112,55 @@ def _open_checked(entry: FileEntry) -> int:
     return fd
 
 
+def _read_windows(fd: int, start: int, end: int) -> Iterator[memoryview]:
+    """The bytes [start, end) of `fd`, copied into a reusable per-thread buffer."""
+    view = _buffer()
+    offset = start
+    while offset < end:
+        got = os.preadv(fd, [view[: min(len(view), end - offset)]], offset)
+        if got <= 0:
+            raise FileChangedError("file was truncated while being read")
+        yield view[:got]
+        offset += got
+
+
+def _mapped_windows(fd: int, start: int, end: int, size: int) -> Iterator[memoryview]:
+    """The bytes [start, end) of `fd`, mapped window by window: no copy out of the page cache.
+
+    Each window is unmapped before the next, so memory stays bounded. The size is
+    checked before each window; a truncation racing with the hash itself can still
+    raise SIGBUS, which ends the process (fail closed, never a pass).
+    """
+    offset = start
+    while offset < end:
+        if os.fstat(fd).st_size != size:
+            raise FileChangedError("size changed while the file was being read")
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        length = min(MAP_WINDOW, end - offset) + (offset - base)
+        mapping = mmap.mmap(fd, length, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=base)
+        try:
+            with memoryview(mapping) as whole, whole[offset - base :] as window:
+                yield window
+                offset += len(window)
+        finally:
+            mapping.close()
+
+
 def _hash_range(task: _Task, algorithm: str, threads: int, progress: Progress | None) -> bytes:
     hasher = new_hasher(algorithm, threads=threads)
-    view = _buffer()
     fd = _open_checked(task.entry)
     try:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, task.start, task.end - task.start, os.POSIX_FADV_SEQUENTIAL)
-        offset = task.start
-        while offset < task.end:
-            want = min(len(view), task.end - offset)
-            got = os.preadv(fd, [view[:want]], offset)
-            if got <= 0:
-                raise FileChangedError("file was truncated while being read")
-            hasher.update(view[:got])
-            offset += got
+        windows = (
+            _mapped_windows(fd, task.start, task.end, task.entry.size)
+            if USE_MMAP
+            else _read_windows(fd, task.start, task.end)
+        )
+        for window in windows:
+            hasher.update(window)
             if progress is not None:
-                progress.advance(got)
+                progress.advance(len(window))
         if os.fstat(fd).st_size != task.entry.size:
             raise FileChangedError("size changed while the file was being read")
     finally:
