@@ -3,6 +3,8 @@
     import modelseal
     modelseal.seal("model/", key="trainer.key")
     modelseal.verify("model/", public_keys=["trainer.pub"])   # raises IntegrityError
+    with modelseal.open_verified("model.pt", public_keys=["trainer.pub"]) as m:
+        torch.load(m.open())                                   # the bytes that were verified
 
 The public names below are imported on first use, so `import modelseal`
 stays cheap for applications and for `modelseal --version`.
@@ -19,6 +21,8 @@ _EXPORTS = {
     "seal": "modelseal.sealing",
     "SealResult": "modelseal.sealing",
     "verify": "modelseal.verification",
+    "open_verified": "modelseal.loading",
+    "VerifiedModel": "modelseal.loading",
     "Verification": "modelseal.verification",
     "Failure": "modelseal.verification",
     "Finding": "modelseal.verification",
@@ -50,8 +54,10 @@ __all__ = [
     "UnsafeModelError",
     "UsageError",
     "Verification",
+    "VerifiedModel",
     "__version__",
     "hash_model",
+    "open_verified",
     "seal",
     "verify",
 ]
@@ -67,6 +73,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from modelseal.hashing import hash_model
+    from modelseal.loading import VerifiedModel, open_verified
     from modelseal.manifest import Manifest, Resource, Serialization
     from modelseal.sealing import SealResult, seal
     from modelseal.verification import Failure, Finding, Verification, verify

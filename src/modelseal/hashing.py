@@ -257,6 +257,102 @@ def hash_entries(
     return HashResult(tuple(resources), unreadable, sum(e.size for e in entries))
 
 
+class Capture(Protocol):
+    """Keeps the bytes being hashed, so that what was verified is what gets loaded."""
+
+    def buffer(self, entry: FileEntry) -> memoryview:
+        """Where the whole of `entry` is read to (memory capture), or an empty view."""
+        ...
+
+    def write(self, entry: FileEntry, data: memoryview) -> None:
+        """Receive the next bytes of `entry` when `buffer` gave an empty view."""
+        ...
+
+
+def _capture_file(
+    entry: FileEntry, serialization: Serialization, capture: Capture
+) -> list[Resource]:
+    """Read one file once, in order: hash it (per shard if asked) and hand the bytes over."""
+    algorithm = serialization.hash_type
+    label = serialization.resource_algorithm
+    sharded = serialization.method is Method.SHARDS
+    step = (serialization.shard_size or entry.size or 1) if sharded else max(entry.size, 1)
+    target = capture.buffer(entry)
+    scratch = _buffer() if len(target) == 0 else None
+    resources: list[Resource] = []
+    fd = _open_checked(entry)
+    try:
+        start = 0
+        while True:
+            end = min(start + step, entry.size)
+            hasher = new_hasher(algorithm)
+            offset = start
+            while offset < end:
+                want = min(CHUNK_SIZE * 8 if scratch is None else len(scratch), end - offset)
+                view = target[offset : offset + want] if scratch is None else scratch[:want]
+                got = os.preadv(fd, [view], offset)
+                if got <= 0:
+                    raise FileChangedError("file was truncated while being read")
+                hasher.update(view[:got])
+                if scratch is not None:
+                    capture.write(entry, view[:got])
+                offset += got
+            name = shard_name(entry.name, start, end) if sharded else entry.name
+            resources.append(
+                Resource(
+                    name,
+                    label,
+                    hasher.digest(),
+                    start if sharded else None,
+                    end if sharded else None,
+                )
+            )
+            start = end
+            if start >= entry.size:
+                break
+        if os.fstat(fd).st_size != entry.size:
+            raise FileChangedError("size changed while the file was being read")
+    finally:
+        os.close(fd)
+    return resources
+
+
+def capture_entries(
+    entries: list[FileEntry],
+    serialization: Serialization,
+    capture: Capture,
+    *,
+    workers: int | None = None,
+) -> HashResult:
+    """Like `hash_entries`, but every byte hashed is also kept by `capture`.
+
+    Each file is read exactly once, sequentially, in one thread; files in parallel.
+    """
+
+    def run(entry: FileEntry) -> tuple[FileEntry, list[Resource] | None, str | None]:
+        try:
+            return entry, _capture_file(entry, serialization, capture), None
+        except FileChangedError as exc:
+            return entry, None, str(exc)
+        except OSError as exc:
+            return entry, None, exc.strerror or str(exc)
+
+    workers = workers or default_workers()
+    if workers == 1 or len(entries) <= 1:
+        outcomes = [run(entry) for entry in entries]
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(entries))) as pool:
+            outcomes = list(pool.map(run, entries))
+    resources: list[Resource] = []
+    unreadable: dict[str, str] = {}
+    for entry, found, error in outcomes:
+        if found is None:
+            unreadable[entry.name] = error or "unreadable"
+        else:
+            resources.extend(found)
+    return HashResult(tuple(resources), unreadable, sum(e.size for e in entries))
+
+
 def model_name_of(model: Path) -> str:
     """The default model name: the last component of the resolved path."""
     return model.name or Path(os.path.realpath(model)).name

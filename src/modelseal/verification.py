@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelseal import audit
 from modelseal._internal import names
+from modelseal._internal.tree import FileEntry
 from modelseal.errors import (
     IntegrityError,
     ModelMismatchError,
@@ -26,8 +27,8 @@ from modelseal.errors import (
     UnsafeModelError,
     UsageError,
 )
-from modelseal.hashing import Progress, hash_entries, list_model
-from modelseal.manifest import Manifest, Resource
+from modelseal.hashing import HashResult, Progress, hash_entries, list_model
+from modelseal.manifest import Manifest, Resource, Serialization
 from modelseal.signing import keys
 from modelseal.signing.bundle import Bundle, read_seal
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE
@@ -263,6 +264,10 @@ def _changed(path: str, expected: list[Resource], actual: list[Resource]) -> Fin
     return Finding("changed", "file is longer than sealed", path, _label(expected), _label(actual))
 
 
+Reader = Callable[[list[FileEntry], Serialization], HashResult]
+"""Reads and hashes the listed files: in place (`verify`) or into memory (`open_verified`)."""
+
+
 def verify(
     model: str | os.PathLike[str],
     *,
@@ -279,6 +284,30 @@ def verify(
     only (protection against corruption, not against an attacker).
     Every call emits one audit event on the `modelseal.audit` logger.
     """
+
+    def read_in_place(entries: list[FileEntry], serialization: Serialization) -> HashResult:
+        return hash_entries(entries, serialization, workers=workers, progress=progress)
+
+    return run_verification(
+        model,
+        public_keys=public_keys,
+        allow_unsigned=allow_unsigned,
+        signature=signature,
+        allow_symlinks=allow_symlinks,
+        reader=read_in_place,
+    )
+
+
+def run_verification(
+    model: str | os.PathLike[str],
+    *,
+    public_keys: Iterable[str | os.PathLike[str] | keys.PublicKey],
+    allow_unsigned: bool,
+    signature: str | os.PathLike[str] | None,
+    allow_symlinks: bool,
+    reader: Reader,
+) -> Verification:
+    """The whole verification around a `reader`: arguments, seal, signature, files, audit."""
     model_path = Path(model)
     trusted = _load_keys(public_keys)
     if trusted and allow_unsigned:
@@ -291,14 +320,7 @@ def verify(
     context = _Context(str(model_path), str(seal_path))
     try:
         result = _verify(
-            model_path,
-            seal_path,
-            trusted,
-            allow_unsigned,
-            allow_symlinks,
-            workers,
-            progress,
-            context,
+            model_path, seal_path, trusted, allow_unsigned, allow_symlinks, reader, context
         )
     except IntegrityError as exc:
         if exc.failure is None:
@@ -349,8 +371,7 @@ def _verify(
     trusted: Sequence[keys.PublicKey],
     allow_unsigned: bool,
     allow_symlinks: bool,
-    workers: int | None,
-    progress: Progress | None,
+    reader: Reader,
     context: _Context,
 ) -> Verification:
     bundle = read_seal(seal_path)
@@ -370,7 +391,7 @@ def _verify(
         ignore_paths=tuple(sorted(ignored)),
     )
     entries = list_model(model_path, effective)
-    result = hash_entries(entries, effective, workers=workers, progress=progress)
+    result = reader(entries, effective)
     if not result.unreadable:
         actual = Manifest.build(manifest.model_name, effective, result.resources)
         context.actual_root = "sha256:" + actual.root_digest.hex()
