@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP_CORE := $(VENV)/.installed-core
 STAMP_TEST := $(VENV)/.installed-test
+MXVENV := .venv-mxnet
+STAMP_MX   := $(MXVENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -23,6 +25,14 @@ $(STAMP_TEST): $(BIN)/python pyproject.toml
 	$(BIN)/python -m compileall -q src >/dev/null
 	touch $@ $(STAMP_CORE)
 
+# MXNet 1.9.1 needs numpy<1.24 (TensorFlow needs newer): a second venv for its tests.
+$(STAMP_MX): pyproject.toml
+	$(PYTHON) -m venv $(MXVENV)
+	$(MXVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MXVENV)/bin/pip install --quiet -e '.[test-mxnet]'
+	$(MXVENV)/bin/python -m compileall -q src >/dev/null
+	touch $@
+
 ## demo: seal a small generated model, verify it, tamper one byte, show the refusal
 demo: $(STAMP_CORE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
@@ -37,8 +47,9 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-unit: $(STAMP_TEST)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+unit: $(STAMP_TEST) $(STAMP_MX)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --ignore=tests/mxnet
+	PATH="$(CURDIR)/$(MXVENV)/bin:$$PATH" $(MXVENV)/bin/python -m pytest -q tests/mxnet
 
 ## bench: build large test models and time modelseal against its peers (minutes, GBs of disk)
 bench: $(STAMP_TEST)
@@ -47,4 +58,4 @@ bench: $(STAMP_TEST)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MXVENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# Real frameworks run on the CPU in the integration tests: keep them quiet and polite.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from modelseal._cli import main
 from modelseal.signing import keys
 
