@@ -86,3 +86,30 @@ def test_failure_keeps_nothing(model: Path, keypair: KeyPair, tmp_path: Path) ->
         entered = True
     assert not entered
     assert os.listdir(snapshots) == []
+
+
+def test_extra_files_are_reported_but_never_kept(
+    model: Path, keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelseal import loading
+
+    modelseal.seal(model, key=keypair.private)
+    (model / "planted.bin").write_bytes(b"x" * 5000)
+    kept: list[str] = []
+    original = loading._MemoryCapture.buffer
+
+    def spy(self: loading._MemoryCapture, entry: object) -> memoryview:
+        kept.append(entry.name)  # type: ignore[attr-defined]
+        return original(self, entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loading._MemoryCapture, "buffer", spy)
+    with (
+        pytest.raises(ModelMismatchError) as caught,
+        modelseal.open_verified(model, public_keys=[keypair.public]),
+    ):
+        pass
+    (finding,) = caught.value.failure.findings  # type: ignore[union-attr]
+    assert (finding.kind, finding.name) == ("extra", "planted.bin")
+    assert finding.actual is not None
+    assert "planted.bin" not in kept
+    assert len(kept) == 4

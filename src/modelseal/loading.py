@@ -23,7 +23,7 @@ from pathlib import Path
 from modelseal._internal import names
 from modelseal._internal.tree import FileEntry
 from modelseal.errors import UsageError
-from modelseal.hashing import HashResult, capture_entries
+from modelseal.hashing import HashResult, capture_entries, hash_entries
 from modelseal.manifest import Serialization
 from modelseal.signing import keys
 from modelseal.verification import Verification, run_verification
@@ -197,12 +197,26 @@ def open_verified(
     else:
         capture = _MemoryCapture()
 
-    def read_and_keep(entries: list[FileEntry], serialization: Serialization) -> HashResult:
+    def read_and_keep(
+        entries: list[FileEntry], serialization: Serialization, sealed: frozenset[str]
+    ) -> HashResult:
+        # Files the seal does not list fail the verification anyway: hash them in place for
+        # the report, but never copy them (an attacker could add a huge one).
+        kept = [e for e in entries if e.name in sealed]
+        extra = [e for e in entries if e.name not in sealed]
         try:
-            return capture_entries(entries, serialization, capture, workers=workers)
+            result = capture_entries(kept, serialization, capture, workers=workers)
         finally:
             if isinstance(capture, _SnapshotCapture):
                 capture.close()
+        if not extra:
+            return result
+        others = hash_entries(extra, serialization, workers=workers)
+        return HashResult(
+            result.resources + others.resources,
+            {**result.unreadable, **others.unreadable},
+            result.total_bytes + others.total_bytes,
+        )
 
     try:
         verification = run_verification(

@@ -264,8 +264,9 @@ def _changed(path: str, expected: list[Resource], actual: list[Resource]) -> Fin
     return Finding("changed", "file is longer than sealed", path, _label(expected), _label(actual))
 
 
-Reader = Callable[[list[FileEntry], Serialization], HashResult]
-"""Reads and hashes the listed files: in place (`verify`) or into memory (`open_verified`)."""
+Reader = Callable[[list[FileEntry], Serialization, frozenset[str]], HashResult]
+"""Reads and hashes the listed files: in place (`verify`) or into memory (`open_verified`).
+The third argument is the set of sealed file paths, so a reader can avoid keeping extras."""
 
 
 def verify(
@@ -285,7 +286,9 @@ def verify(
     Every call emits one audit event on the `modelseal.audit` logger.
     """
 
-    def read_in_place(entries: list[FileEntry], serialization: Serialization) -> HashResult:
+    def read_in_place(
+        entries: list[FileEntry], serialization: Serialization, sealed: frozenset[str]
+    ) -> HashResult:
         return hash_entries(entries, serialization, workers=workers, progress=progress)
 
     return run_verification(
@@ -391,7 +394,7 @@ def _verify(
         ignore_paths=tuple(sorted(ignored)),
     )
     entries = list_model(model_path, effective)
-    result = reader(entries, effective)
+    result = reader(entries, effective, frozenset(manifest.files))
     if not result.unreadable:
         actual = Manifest.build(manifest.model_name, effective, result.resources)
         context.actual_root = "sha256:" + actual.root_digest.hex()
