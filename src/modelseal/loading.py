@@ -10,6 +10,7 @@ nothing they swap in after the read is ever seen by the loader.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -156,8 +157,8 @@ class _ViewReader(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
         position = base + offset
-        if position < 0:
-            raise ValueError("negative seek position")
+        if position < 0:  # as a real file does: OSError(EINVAL)
+            raise OSError(errno.EINVAL, "Invalid argument: seek before the start")
         self._pos = position
         return position
 

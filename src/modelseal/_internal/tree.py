@@ -106,7 +106,12 @@ def _walk_dir(
         problem = names.name_problem(name)
         if problem is not None:
             raise UnsafeModelError(f"unsafe file name in the model: {problem}", name=name)
-        st = entry.stat(follow_symlinks=False)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # gone since the directory was listed: it is not part of the model now
+        except OSError as exc:
+            raise UnsafeModelError(f"cannot read {name}: {exc.strerror}", name=name) from None
         path = entry.path
         if stat.S_ISLNK(st.st_mode):
             if not allow_symlinks:
