@@ -113,3 +113,40 @@ def test_extra_files_are_reported_but_never_kept(
     assert finding.actual is not None
     assert "planted.bin" not in kept
     assert len(kept) == 4
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+@pytest.mark.parametrize("shard_size", [None, 3000, 4096, 10_000])
+@pytest.mark.parametrize("copy_range", [True, False])
+def test_pipelined_capture_matches_the_plain_hash(
+    tmp_path: Path,
+    keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+    snapshot: bool,
+    shard_size: int | None,
+    copy_range: bool,
+) -> None:
+    """Small pipeline chunks force the copy-ahead thread, odd shard sizes force chunks that
+    end on shard boundaries, and a failing copy_file_range forces the read/write fallback."""
+    import errno
+
+    from modelseal import hashing
+
+    monkeypatch.setattr(hashing, "PIPELINE_CHUNK", 4096)
+    if not copy_range:
+
+        def unsupported(*args: object) -> int:
+            raise OSError(errno.ENOSYS, "not here")
+
+        monkeypatch.setattr(os, "copy_file_range", unsupported)
+    data = os.urandom(50_001)
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(data)
+    (model / "empty").write_bytes(b"")
+    modelseal.seal(model, key=keypair.private, shard_size=shard_size)
+    with modelseal.open_verified(
+        model, public_keys=[keypair.public], snapshot=snapshot
+    ) as verified:
+        assert verified.read("w.bin") == data
+        assert verified.read("empty") == b""

@@ -8,13 +8,16 @@ bounded whatever the model size, and no byte is read twice.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
+import queue
 import stat
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -260,61 +263,179 @@ def hash_entries(
 class Capture(Protocol):
     """Keeps the bytes being hashed, so that what was verified is what gets loaded."""
 
-    def buffer(self, entry: FileEntry) -> memoryview:
-        """Where the whole of `entry` is read to (memory capture), or an empty view."""
+    def buffer(self, entry: FileEntry) -> memoryview | None:
+        """Called once per file first: where the whole file is read to (memory capture),
+        or None when the bytes go to `sink` instead."""
         ...
 
-    def write(self, entry: FileEntry, data: memoryview) -> None:
-        """Receive the next bytes of `entry` when `buffer` gave an empty view."""
+    def sink(self, entry: FileEntry) -> int:
+        """A private file descriptor (read-write) that receives a copy of `entry`."""
         ...
+
+
+PIPELINE_CHUNK = 8 << 20
+"""Capture reads one chunk ahead of the hash, on another thread: the copy costs no wall time
+on a machine with two cores or more."""
+
+_COPY_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+
+
+class _Keeper:
+    """Copies bytes of one file into its capture, and shows them again for hashing.
+
+    The hash is always taken over the kept copy (private memory, or the private snapshot
+    file), never over the original a second time: what is hashed is what gets loaded.
+    """
+
+    def __init__(self, target: memoryview | None, sink: int | None) -> None:
+        self._target = target
+        self._sink = sink
+        self._copy_range = sink is not None and hasattr(os, "copy_file_range")
+
+    def fill(self, src: int, offset: int, length: int) -> None:
+        end = offset + length
+        while offset < end:
+            if self._target is not None:
+                got = os.preadv(src, [self._target[offset:end]], offset)
+            elif self._sink is None:  # pragma: no cover - a keeper has a target or a sink
+                raise AssertionError("nowhere to keep the bytes")
+            elif self._copy_range:
+                try:
+                    got = os.copy_file_range(src, self._sink, end - offset, offset, offset)
+                except OSError as exc:
+                    if exc.errno not in _COPY_FALLBACK:
+                        raise
+                    self._copy_range = False
+                    continue
+            else:
+                view = _buffer()[: min(CHUNK_SIZE, end - offset)]
+                got = os.preadv(src, [view], offset)
+                if got > 0:
+                    os.pwrite(self._sink, view[:got], offset)
+            if got <= 0:
+                raise FileChangedError("file was truncated while being read")
+            offset += got
+
+    @contextmanager
+    def view(self, offset: int, length: int) -> Iterator[memoryview]:
+        if self._target is not None:
+            with self._target[offset : offset + length] as window:
+                yield window
+            return
+        if length == 0 or self._sink is None:
+            yield memoryview(b"")
+            return
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapping = mmap.mmap(
+            self._sink,
+            length + offset - base,
+            flags=mmap.MAP_SHARED,
+            prot=mmap.PROT_READ,
+            offset=base,
+        )
+        try:
+            with memoryview(mapping) as whole, whole[offset - base :] as window:
+                yield window
+        finally:
+            mapping.close()
+
+
+def _pieces(size: int, step: int) -> list[tuple[int, int, bool]]:
+    """(start, end, begins_a_shard) chunks that never straddle a shard boundary."""
+    pieces: list[tuple[int, int, bool]] = []
+    shard_start = 0
+    while True:
+        shard_end = min(shard_start + step, size)
+        offset = shard_start
+        first = True
+        while first or offset < shard_end:
+            end = min(offset + PIPELINE_CHUNK, shard_end)
+            pieces.append((offset, end, first))
+            first = False
+            offset = end
+        shard_start = shard_end
+        if shard_start >= size:
+            return pieces
 
 
 def _capture_file(
     entry: FileEntry, serialization: Serialization, capture: Capture
 ) -> list[Resource]:
-    """Read one file once, in order: hash it (per shard if asked) and hand the bytes over."""
-    algorithm = serialization.hash_type
-    label = serialization.resource_algorithm
+    """Read one file once: keep its bytes, hash the kept bytes (per shard if asked).
+
+    Large files are copied one chunk ahead of the hash on a second thread; both release
+    the GIL, so the copy overlaps the hash instead of adding to it.
+    """
     sharded = serialization.method is Method.SHARDS
-    step = (serialization.shard_size or entry.size or 1) if sharded else max(entry.size, 1)
+    step = (serialization.shard_size or 1) if sharded else max(entry.size, 1)
     target = capture.buffer(entry)
-    scratch = _buffer() if len(target) == 0 else None
-    resources: list[Resource] = []
     fd = _open_checked(entry)
     try:
-        start = 0
-        while True:
-            end = min(start + step, entry.size)
-            hasher = new_hasher(algorithm)
-            offset = start
-            while offset < end:
-                want = min(CHUNK_SIZE * 8 if scratch is None else len(scratch), end - offset)
-                view = target[offset : offset + want] if scratch is None else scratch[:want]
-                got = os.preadv(fd, [view], offset)
-                if got <= 0:
-                    raise FileChangedError("file was truncated while being read")
-                hasher.update(view[:got])
-                if scratch is not None:
-                    capture.write(entry, view[:got])
-                offset += got
-            name = shard_name(entry.name, start, end) if sharded else entry.name
-            resources.append(
-                Resource(
-                    name,
-                    label,
-                    hasher.digest(),
-                    start if sharded else None,
-                    end if sharded else None,
-                )
-            )
-            start = end
-            if start >= entry.size:
-                break
+        keeper = _Keeper(target, capture.sink(entry) if target is None else None)
+        pieces = _pieces(entry.size, step)
+        digests = _hash_kept(fd, keeper, pieces, serialization.hash_type)
         if os.fstat(fd).st_size != entry.size:
             raise FileChangedError("size changed while the file was being read")
     finally:
         os.close(fd)
-    return resources
+    starts = [start for start, _, first in pieces if first]
+    ends = [*starts[1:], entry.size]
+    return [
+        Resource(
+            shard_name(entry.name, start, end) if sharded else entry.name,
+            serialization.resource_algorithm,
+            digest,
+            start if sharded else None,
+            end if sharded else None,
+        )
+        for start, end, digest in zip(starts, ends, digests, strict=True)
+    ]
+
+
+def _hash_kept(
+    fd: int, keeper: _Keeper, pieces: list[tuple[int, int, bool]], algorithm: str
+) -> list[bytes]:
+    ready: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def copy_all() -> None:
+        try:
+            for start, end, _ in pieces:
+                if stop.is_set():
+                    return
+                keeper.fill(fd, start, end - start)
+                ready.put(None)
+        except BaseException as exc:  # handed to the hashing thread, which raises it
+            ready.put(exc)
+
+    ahead = len(pieces) > 1
+    copier = threading.Thread(target=copy_all, name="modelseal-capture", daemon=True)
+    if ahead:
+        copier.start()
+    digests: list[bytes] = []
+    hasher: _Hasher | None = None
+    try:
+        for start, end, first in pieces:
+            if ahead:
+                error = ready.get()
+                if error is not None:
+                    raise error
+            else:
+                keeper.fill(fd, start, end - start)
+            if first:
+                if hasher is not None:
+                    digests.append(hasher.digest())
+                hasher = new_hasher(algorithm)
+            assert hasher is not None
+            with keeper.view(start, end - start) as window:
+                hasher.update(window)
+    finally:
+        stop.set()
+        if ahead:
+            copier.join()
+    assert hasher is not None
+    digests.append(hasher.digest())
+    return digests
 
 
 def capture_entries(

@@ -29,7 +29,6 @@ from modelseal.manifest import Serialization
 from modelseal.signing import keys
 from modelseal.verification import Verification, run_verification
 
-_EMPTY = memoryview(b"")
 _SINGLE = names.SINGLE_FILE_NAME
 
 
@@ -39,17 +38,17 @@ class _MemoryCapture:
     def __init__(self) -> None:
         self.files: dict[str, bytearray] = {}
 
-    def buffer(self, entry: FileEntry) -> memoryview:
+    def buffer(self, entry: FileEntry) -> memoryview | None:
         data = bytearray(entry.size)
         self.files[entry.name] = data
-        return memoryview(data) if data else _EMPTY
+        return memoryview(data)
 
-    def write(self, entry: FileEntry, data: memoryview) -> None:  # pragma: no cover
+    def sink(self, entry: FileEntry) -> int:  # pragma: no cover - buffers are never empty
         raise AssertionError("memory capture reads into its buffers")
 
 
 class _SnapshotCapture:
-    """Each file copied into a fresh private directory while it is hashed."""
+    """Each file copied into a fresh private directory, and hashed from that copy."""
 
     def __init__(self, root: Path, single_file_name: str) -> None:
         self.root = root
@@ -61,20 +60,18 @@ class _SnapshotCapture:
     def path_of(self, name: str) -> Path:
         return self.root / (self._single if name == names.SINGLE_FILE_NAME else name)
 
-    def buffer(self, entry: FileEntry) -> memoryview:
+    def buffer(self, entry: FileEntry) -> memoryview | None:
+        return None
+
+    def sink(self, entry: FileEntry) -> int:
         target = self.path_of(entry.name)
         with self._lock:
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            self._fds[entry.name] = os.open(target, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(target, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+            self._fds[entry.name] = fd
             self.names.append(entry.name)
-        return _EMPTY
-
-    def write(self, entry: FileEntry, data: memoryview) -> None:
-        fd = self._fds[entry.name]
-        while data:
-            written = os.write(fd, data)
-            data = data[written:]
+        return fd
 
     def close(self) -> None:
         with self._lock:

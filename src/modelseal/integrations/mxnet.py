@@ -79,7 +79,6 @@ __all__ = [
 ]
 
 _SYMBOL_SUFFIX = "-symbol.json"
-_EMPTY = memoryview(b"")
 
 Keys = Iterable[KeySource] | KeySource | None
 SigningKey = PathLike | keys.PrivateKey | keys.Signer
@@ -392,17 +391,15 @@ class _Snapshot:
     def path(self, name: str) -> Path:
         return self.root / (self._single if name == names.SINGLE_FILE_NAME else name)
 
-    def buffer(self, entry: FileEntry) -> memoryview:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    def buffer(self, entry: FileEntry) -> memoryview | None:
+        return None
+
+    def sink(self, entry: FileEntry) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(self.path(entry.name), flags | getattr(os, "O_CLOEXEC", 0), 0o600)
         with self._lock:
             self._fds[entry.name] = fd
-        return _EMPTY
-
-    def write(self, entry: FileEntry, data: memoryview) -> None:
-        fd = self._fds[entry.name]
-        while data:
-            data = data[os.write(fd, data) :]
+        return fd
 
     def close_files(self) -> None:
         with self._lock:
