@@ -10,8 +10,10 @@ nothing they swap in after the read is ever seen by the loader.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+import mmap
 import os
 import shutil
 import tempfile
@@ -32,14 +34,30 @@ from modelseal.verification import Verification, run_verification
 _SINGLE = names.SINGLE_FILE_NAME
 
 
+Buffer = bytearray | mmap.mmap
+"""Private, writable memory holding one verified file."""
+
+
+def _private_memory(size: int) -> Buffer:
+    """Anonymous memory, faulted in by the read itself (on the copy thread) rather than
+    zero-filled up front, in huge pages where the kernel offers them."""
+    if size == 0:
+        return bytearray()
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if size >= 2 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):
+            memory.madvise(mmap.MADV_HUGEPAGE)
+    return memory
+
+
 class _MemoryCapture:
-    """Each file read straight into a buffer of its own size."""
+    """Each file read straight into private memory of its own size."""
 
     def __init__(self) -> None:
-        self.files: dict[str, bytearray] = {}
+        self.files: dict[str, Buffer] = {}
 
     def buffer(self, entry: FileEntry) -> memoryview | None:
-        data = bytearray(entry.size)
+        data = _private_memory(entry.size)
         self.files[entry.name] = data
         return memoryview(data)
 
@@ -87,7 +105,7 @@ class VerifiedModel:
     verification: Verification
     path: Path | None = None
     """The model inside the private snapshot (snapshot mode), else None."""
-    _files: dict[str, bytearray] = field(default_factory=dict, repr=False)
+    _files: dict[str, Buffer] = field(default_factory=dict, repr=False)
     _names: tuple[str, ...] = ()
 
     @property
@@ -106,6 +124,17 @@ class VerifiedModel:
         if self.path is not None:
             raise UsageError("a snapshot keeps files on disk: use .path or .open()")
         return memoryview(self._files[name]).toreadonly()
+
+    def take(self, name: str = _SINGLE) -> Buffer:
+        """Hand over the writable memory holding a verified file (memory mode), without a
+        copy: for loaders that build arrays over it. The file can then not be read again."""
+        name = self._check(name)
+        if self.path is not None:
+            raise UsageError("a snapshot keeps files on disk: use .path or .open()")
+        try:
+            return self._files.pop(name)
+        except KeyError:
+            raise UsageError(f"{name!r} was already taken") from None
 
     def read(self, name: str = _SINGLE) -> bytes:
         """The verified bytes of one file."""

@@ -31,7 +31,7 @@ from typing import Any
 from modelseal._internal import names
 from modelseal.errors import IntegrityError, UsageError
 from modelseal.integrations._common import KeySource, PathLike, Trust, require, seal_saved
-from modelseal.loading import VerifiedModel, open_verified
+from modelseal.loading import Buffer, VerifiedModel, open_verified
 from modelseal.sealing import SealResult
 from modelseal.signing import keys
 
@@ -93,7 +93,7 @@ def load_file(
     with open_verified(path, **trust.kwargs()) as verified:
         if verified.names != (names.SINGLE_FILE_NAME,):
             raise UsageError(f"{path} is a directory: load_file takes one file (see load_sharded)")
-        tensors = _tensors(torch, _owned(verified, names.SINGLE_FILE_NAME), str(path))
+        tensors = _tensors(torch, verified.take(names.SINGLE_FILE_NAME), str(path))
     return _to_device(tensors, device)
 
 
@@ -155,7 +155,7 @@ def load_sharded(
         merged: dict[str, Any] = {}
         origin: dict[str, str] = {}
         for shard in shards:
-            for name, tensor in _tensors(torch, _owned(verified, shard), shard).items():
+            for name, tensor in _tensors(torch, verified.take(shard), shard).items():
                 if name in origin:
                     raise CheckpointError(f"tensor {name!r} is in both {origin[name]} and {shard}")
                 where = weight_map.get(name)
@@ -248,20 +248,6 @@ def _path(value: object, call: str) -> Path:
     )
 
 
-def _owned(verified: VerifiedModel, name: str) -> bytearray:
-    """The verified bytes of one file as writable memory the tensors can share.
-
-    `buffer()` is a read-only view of the buffer the verification read into; the
-    tensors take that buffer over (nothing else reads it), since torch only shares
-    writable memory. A copy is made if the core ever hands out something else.
-    """
-    view = verified.buffer(name)
-    owner = view.obj
-    if isinstance(owner, bytearray) and len(owner) == view.nbytes:
-        return owner
-    return bytearray(view)
-
-
 def _find_index(verified: VerifiedModel, directory: Path) -> str:
     if INDEX_NAME in verified.names:
         return INDEX_NAME
@@ -312,7 +298,7 @@ def _usize(value: object) -> bool:
     return type(value) is int and 0 <= value < _USIZE
 
 
-def _tensors(torch: Any, data: bytearray, what: str) -> dict[str, Any]:
+def _tensors(torch: Any, data: Buffer, what: str) -> dict[str, Any]:
     """The tensors of one safetensors file, sharing `data` (validated as safetensors does)."""
     if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
         st = require("safetensors.torch", "safetensors")
