@@ -49,16 +49,6 @@ def _relative_ignores(model: Path, ignore: Iterable[str | os.PathLike[str]]) -> 
     return result
 
 
-def _signer(key: object) -> keys.Signer:
-    if isinstance(key, (str, os.PathLike)):
-        return keys.FileSigner(keys.load_private_key(key))
-    if isinstance(key, keys.PRIVATE_KEY_TYPES):
-        return keys.FileSigner(key)
-    if isinstance(key, keys.Signer):
-        return key
-    raise UsageError(f"not a private key, a path to one, or a signer: {key!r}")
-
-
 def sign_manifest(manifest: Manifest, signer: keys.Signer | None) -> Bundle:
     """Wrap the manifest's statement in a DSSE envelope, signed when a signer is given."""
     payload = manifest.to_payload()
@@ -98,7 +88,7 @@ def seal(
     model_path = Path(model)
     if not model_path.exists():
         raise UsageError(f"model not found: {model_path}")
-    signer = _signer(key) if key is not None else None
+    signer = keys.as_signer(key) if key is not None else None
     seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
     ignored = set(_relative_ignores(model_path, ignore))
     if ignore_git_paths:

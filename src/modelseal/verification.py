@@ -140,7 +140,8 @@ def seal_name_inside(model: Path, seal: Path) -> str | None:
     return relative.as_posix()
 
 
-def _load_keys(public_keys: Iterable[object]) -> list[keys.PublicKey]:
+def trusted_keys(public_keys: Iterable[object], allow_unsigned: bool) -> list[keys.PublicKey]:
+    """Load the trusted keys (paths or key objects), and require exactly one way to trust."""
     loaded: list[keys.PublicKey] = []
     for item in public_keys:
         if isinstance(item, (str, os.PathLike)):
@@ -149,6 +150,10 @@ def _load_keys(public_keys: Iterable[object]) -> list[keys.PublicKey]:
             loaded.append(item)
         else:
             raise UsageError(f"not a public key or a path to one: {item!r}")
+    if loaded and allow_unsigned:
+        raise UsageError("give trusted public keys or allow_unsigned, not both")
+    if not loaded and not allow_unsigned:
+        raise UsageError("no trusted public key given (or pass allow_unsigned)")
     return loaded
 
 
@@ -312,11 +317,7 @@ def run_verification(
 ) -> Verification:
     """The whole verification around a `reader`: arguments, seal, signature, files, audit."""
     model_path = Path(model)
-    trusted = _load_keys(public_keys)
-    if trusted and allow_unsigned:
-        raise UsageError("give trusted public keys or allow_unsigned, not both")
-    if not trusted and not allow_unsigned:
-        raise UsageError("no trusted public key given (or pass allow_unsigned)")
+    trusted = trusted_keys(public_keys, allow_unsigned)
     if not model_path.exists() and not model_path.is_symlink():
         raise UsageError(f"model not found: {model_path}")
     seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
@@ -328,7 +329,7 @@ def run_verification(
     except IntegrityError as exc:
         if exc.failure is None:
             name = exc.name if isinstance(exc, UnsafeModelError) else None
-            exc.failure = context.failure((Finding(_kind_of(exc), str(exc), name),))
+            exc.failure = context.failure((Finding(finding_kind(exc), str(exc), name),))
         audit.emit_failure(exc.failure)
         raise
     audit.emit_success(result)
@@ -358,7 +359,8 @@ class _Context:
         )
 
 
-def _kind_of(exc: IntegrityError) -> str:
+def finding_kind(exc: IntegrityError) -> str:
+    """The finding kind that names an error raised before any file was compared."""
     if isinstance(exc, SignatureError):
         return "signature"
     if isinstance(exc, UnsafeModelError):

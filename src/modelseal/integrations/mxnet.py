@@ -46,7 +46,6 @@ from modelseal.errors import (
     IntegrityError,
     ModelMismatchError,
     SealError,
-    SignatureError,
     UnsafeModelError,
     UsageError,
 )
@@ -63,8 +62,10 @@ from modelseal.verification import (
     check_bundle,
     compare,
     default_seal_path,
+    finding_kind,
     run_verification,
     seal_name_inside,
+    trusted_keys,
 )
 
 __all__ = [
@@ -182,16 +183,6 @@ def prefix_seal_path(prefix: PathLike) -> Path:
     return _PrefixSet.of(prefix).seal_path
 
 
-def _signer(key: object) -> keys.Signer:
-    if isinstance(key, (str, os.PathLike)):
-        return keys.FileSigner(keys.load_private_key(key))
-    if isinstance(key, keys.PRIVATE_KEY_TYPES):
-        return keys.FileSigner(key)
-    if isinstance(key, keys.Signer):
-        return key
-    raise UsageError(f"not a private key, a path to one, or a signer: {key!r}")
-
-
 def seal_prefix(
     prefix: PathLike,
     *,
@@ -217,7 +208,7 @@ def seal_prefix(
     problem = pset.shape_problem(found)
     if problem is not None:
         raise UsageError(f"cannot seal {pset.prefix}: {problem} (found: {', '.join(found)})")
-    signer = _signer(key) if key is not None else None
+    signer = keys.as_signer(key) if key is not None else None
     seal_path = Path(signature) if signature is not None else pset.seal_path
     ignored = set(GIT_PATHS)
     inside = seal_name_inside(pset.directory, seal_path)
@@ -255,40 +246,14 @@ def seal_prefix(
     )
 
 
-def _trusted(trust: Trust) -> list[keys.PublicKey]:
-    loaded: list[keys.PublicKey] = []
-    for item in trust.public_keys:
-        if isinstance(item, (str, os.PathLike)):
-            loaded.append(keys.load_public_key(item))
-        elif isinstance(item, keys.PUBLIC_KEY_TYPES):
-            loaded.append(item)
-        else:
-            raise UsageError(f"not a public key or a path to one: {item!r}")
-    if loaded and trust.allow_unsigned:
-        raise UsageError("give trusted public keys or allow_unsigned, not both")
-    if not loaded and not trust.allow_unsigned:
-        raise UsageError("no trusted public key given (or pass allow_unsigned)")
-    return loaded
-
-
 Reader = Callable[[list[FileEntry], Serialization], HashResult]
-
-
-def _kind_of(exc: IntegrityError) -> str:
-    if isinstance(exc, SignatureError):
-        return "signature"
-    if isinstance(exc, UnsafeModelError):
-        return "unsafe"
-    if isinstance(exc, SealError):
-        return "seal"
-    return "integrity"
 
 
 def _verify_set(
     pset: _PrefixSet, trust: Trust, required: Collection[str], reader: Reader
 ) -> Verification:
     """Check the seal of a prefix set, then read its members (only them) through `reader`."""
-    trusted = _trusted(trust)
+    trusted = trusted_keys(trust.public_keys, trust.allow_unsigned)
     seal_path = Path(trust.signature) if trust.signature is not None else pset.seal_path
     if not pset.directory.is_dir():
         raise UsageError(f"model not found: no directory {pset.directory}")
@@ -334,7 +299,7 @@ def _verify_set(
         if exc.failure is None:
             name = exc.name if isinstance(exc, UnsafeModelError) else None
             exc.failure = dataclasses.replace(
-                failure, findings=(Finding(_kind_of(exc), str(exc), name),)
+                failure, findings=(Finding(finding_kind(exc), str(exc), name),)
             )
         audit.emit_failure(exc.failure)
         raise

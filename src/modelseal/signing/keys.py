@@ -86,6 +86,17 @@ class FileSigner:
         return self.private_key.sign(data, ec.ECDSA(_ecdsa_hash(self.private_key.public_key())))
 
 
+def as_signer(key: object) -> Signer:
+    """A signer from a private key path, a private key object, or a signer."""
+    if isinstance(key, (str, os.PathLike)):
+        return FileSigner(load_private_key(key))
+    if isinstance(key, PRIVATE_KEY_TYPES):
+        return FileSigner(key)
+    if isinstance(key, Signer):
+        return key
+    raise UsageError(f"not a private key, a path to one, or a signer: {key!r}")
+
+
 def verify_signature(key: PublicKey, signature: bytes, data: bytes) -> bool:
     """True when `signature` over `data` verifies with `key`."""
     try:
