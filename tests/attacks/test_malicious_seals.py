@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import assert_cli_refused, refused, verify_in_subprocess
 
 import modelseal
+from _helpers import assert_cli_refused, refused, verify_in_subprocess
 from conftest import Cli, KeyPair, write_model
 from modelseal import IntegrityError, ModelMismatchError, SealError, SignatureError
 from modelseal.hashing import hash_model

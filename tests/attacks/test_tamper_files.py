@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import assert_cli_refused, refused
 
 import modelseal
+from _helpers import assert_cli_refused, refused
 from conftest import Cli, KeyPair
 from modelseal import IntegrityError, ModelMismatchError, UnsafeModelError
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import assert_cli_refused, refused, verify_in_subprocess
 
 import modelseal
+from _helpers import assert_cli_refused, refused, verify_in_subprocess
 from conftest import KeyPair
 from modelseal import IntegrityError, ModelMismatchError, UnsafeModelError
 from modelseal._internal.tree import walk

@@ -15,7 +15,6 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from race import race
 
 import modelseal
 from conftest import KeyPair, make_keypair
@@ -27,6 +26,7 @@ from modelseal.errors import (
     UsageError,
 )
 from modelseal.integrations import keras as mkeras
+from race import race
 
 X = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
 

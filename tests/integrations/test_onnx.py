@@ -16,7 +16,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from race import race
 
 import modelseal
 from conftest import KeyPair
@@ -29,6 +28,7 @@ from modelseal.errors import (
     UsageError,
 )
 from modelseal.integrations import onnx as monnx
+from race import race
 
 CPU = ["CPUExecutionProvider"]
 X = np.linspace(-1.0, 1.0, 8, dtype=np.float32).reshape(1, 8)

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import safetensors.torch as st
 import torch
-from race import race
 from torch import nn
 
 import modelseal
@@ -29,6 +28,7 @@ from modelseal.errors import (
 )
 from modelseal.integrations import safetensors as mst
 from modelseal.integrations.safetensors import CheckpointError
+from race import race
 
 
 def make_net(seed: int) -> nn.Module:

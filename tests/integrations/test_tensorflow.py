@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from race import race
 
 import modelseal
 from conftest import KeyPair, make_keypair
@@ -30,6 +29,7 @@ from modelseal.errors import (
     UsageError,
 )
 from modelseal.integrations import tensorflow as mtf
+from race import race
 
 DATA = "variables/variables.data-00000-of-00001"
 VOCAB = b"apple\nbanana\ncherry\n"

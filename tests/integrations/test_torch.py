@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import torch
-from race import race
 from torch import nn
 
 import modelseal
@@ -29,6 +28,7 @@ from modelseal.errors import (
     UsageError,
 )
 from modelseal.integrations import torch as mtorch
+from race import race
 
 
 class Net(nn.Module):
