@@ -22,6 +22,9 @@ _EXPORTS = {
     "SealResult": "modelseal.sealing",
     "verify": "modelseal.verification",
     "open_verified": "modelseal.loading",
+    "Policy": "modelseal.policy",
+    "PolicyError": "modelseal.policy",
+    "PolicyViolation": "modelseal.policy",
     "VerifiedModel": "modelseal.loading",
     "Verification": "modelseal.verification",
     "Failure": "modelseal.verification",
@@ -46,6 +49,9 @@ __all__ = [
     "IntegrityError",
     "Manifest",
     "ModelMismatchError",
+    "Policy",
+    "PolicyError",
+    "PolicyViolation",
     "Resource",
     "SealError",
     "SealResult",
@@ -75,6 +81,7 @@ if TYPE_CHECKING:
     from modelseal.hashing import hash_model
     from modelseal.loading import VerifiedModel, open_verified
     from modelseal.manifest import Manifest, Resource, Serialization
+    from modelseal.policy import Policy, PolicyError, PolicyViolation
     from modelseal.sealing import SealResult, seal
     from modelseal.verification import Failure, Finding, Verification, verify
 

@@ -144,6 +144,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from modelseal.errors import IntegrityError, ModelMismatchError
     from modelseal.verification import verify
 
+    policy = _policy_for(args)
     try:
         with _progress(args, "verifying") as progress:
             result = verify(
@@ -153,6 +154,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 signature=args.signature,
                 allow_symlinks=args.allow_symlinks,
                 progress=progress,
+                policy=policy,
             )
     except IntegrityError as exc:
         if args.format is OutputFormat.JSON and exc.failure is not None:
@@ -176,6 +178,44 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"verified {result.model_name}: {result.files} files, {result.total_bytes} bytes, "
         f"root {result.root_digest}, {who}",
     )
+    return EXIT_OK
+
+
+def _policy_for(args: argparse.Namespace) -> Any:
+    """--policy FILE; else, with no keys given, ./modelseal.toml when there is one."""
+    from modelseal.errors import UsageError
+    from modelseal.policy import DEFAULT_POLICY_FILE, Policy
+
+    if args.policy:
+        return Policy.load(args.policy)
+    if args.public_key or args.allow_unsigned:
+        return None
+    if os.path.exists(DEFAULT_POLICY_FILE):
+        _say(args, f"using the trust policy {DEFAULT_POLICY_FILE}")
+        return Policy.load(DEFAULT_POLICY_FILE)
+    raise UsageError(
+        f"no trust given: pass --public-key, --policy, or --allow-unsigned "
+        f"(or put a {DEFAULT_POLICY_FILE} here)"
+    )
+
+
+def _cmd_policy_check(args: argparse.Namespace) -> int:
+    from modelseal.policy import Policy
+
+    policy = Policy.load(args.file)
+    description = policy.describe()
+    if args.format is OutputFormat.JSON:
+        _print_json(description)
+    else:
+        print(json.dumps(description, indent=2))
+    _say(args, f"{args.file}: a valid policy")
+    return EXIT_OK
+
+
+def _cmd_key_id(args: argparse.Namespace) -> int:
+    from modelseal.signing import keys
+
+    print(keys.key_id(keys.load_public_key(args.public_key_file)))
     return EXIT_OK
 
 
@@ -260,12 +300,17 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", parents=[common], help="verify a sealed model")
     verify.add_argument("model", metavar="MODEL", help="model file or directory")
-    trust = verify.add_mutually_exclusive_group(required=True)
+    trust = verify.add_mutually_exclusive_group()
     trust.add_argument(
         "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
     )
     trust.add_argument(
         "--allow-unsigned", action="store_true", help="check digests only, not who sealed the model"
+    )
+    trust.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="trust policy (TOML); default ./modelseal.toml when no key is given",
     )
     verify.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
     verify.add_argument(
@@ -276,6 +321,21 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--log-json", metavar="FILE", help="append audit events as JSON lines")
     add_format(verify)
     verify.set_defaults(func=_cmd_verify, public_key=None)
+
+    policy = sub.add_parser("policy", help="trust policies")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    check = policy_sub.add_parser(
+        "check", parents=[common], help="validate a policy and print what it allows"
+    )
+    check.add_argument("file", metavar="FILE")
+    add_format(check)
+    check.set_defaults(func=_cmd_policy_check)
+
+    key = sub.add_parser("key", help="keys")
+    key_sub = key.add_subparsers(dest="key_command", required=True, parser_class=_Parser)
+    key_id = key_sub.add_parser("id", parents=[common], help="print the key id of a public key")
+    key_id.add_argument("public_key_file", metavar="PUB")
+    key_id.set_defaults(func=_cmd_key_id)
     return parser
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelseal._internal import names
 from modelseal._internal.tree import FileEntry
@@ -30,6 +31,9 @@ from modelseal.hashing import HashResult, capture_entries, hash_entries
 from modelseal.manifest import Serialization
 from modelseal.signing import keys
 from modelseal.verification import Verification, run_verification
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 _SINGLE = names.SINGLE_FILE_NAME
 
@@ -203,6 +207,7 @@ def open_verified(
     snapshot: bool = False,
     snapshot_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
+    policy: Policy | None = None,
 ) -> Iterator[VerifiedModel]:
     """Verify `model` while reading it once, and give the verified bytes to the caller.
 
@@ -253,6 +258,7 @@ def open_verified(
             signature=signature,
             allow_symlinks=allow_symlinks,
             reader=read_and_keep,
+            policy=policy,
         )
         if isinstance(capture, _SnapshotCapture):
             assert root is not None

@@ -13,8 +13,9 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal import audit
 from modelseal._internal import names
@@ -32,6 +33,9 @@ from modelseal.manifest import Manifest, Resource, Serialization
 from modelseal.signing import keys
 from modelseal.signing.bundle import Bundle, read_seal
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,7 @@ def check_bundle(
     signers: tuple[str, ...] = ()
     if not allow_unsigned:
         if not trusted:
-            raise UsageError("no trusted public key given (or pass allow_unsigned)")
+            raise SignatureError("no trusted key is left to check the seal with (all revoked?)")
         if not envelope.signatures:
             raise SignatureError("the seal carries no signature")
         signed = envelope.signed_bytes()
@@ -283,11 +287,13 @@ def verify(
     allow_symlinks: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    policy: Policy | None = None,
 ) -> Verification:
     """Verify a sealed model. Returns a `Verification` or raises an `IntegrityError`.
 
-    Pass the trusted `public_keys`, or `allow_unsigned=True` to check digests
-    only (protection against corruption, not against an attacker).
+    Pass the trusted `public_keys`, or a trust `policy` (its signers' keys, validity
+    windows, revocations and rules), or `allow_unsigned=True` to check digests only
+    (protection against corruption, not against an attacker).
     Every call emits one audit event on the `modelseal.audit` logger.
     """
 
@@ -303,6 +309,7 @@ def verify(
         signature=signature,
         allow_symlinks=allow_symlinks,
         reader=read_in_place,
+        policy=policy,
     )
 
 
@@ -314,17 +321,24 @@ def run_verification(
     signature: str | os.PathLike[str] | None,
     allow_symlinks: bool,
     reader: Reader,
+    policy: Policy | None = None,
 ) -> Verification:
     """The whole verification around a `reader`: arguments, seal, signature, files, audit."""
     model_path = Path(model)
-    trusted = trusted_keys(public_keys, allow_unsigned)
+    if policy is not None:
+        if allow_unsigned or tuple(public_keys):
+            raise UsageError("give a policy, or public keys / allow_unsigned, not both")
+        # Every key may be revoked: then the seal is refused below, with an audit event.
+        trusted = list(policy.trusted_keys())
+    else:
+        trusted = trusted_keys(public_keys, allow_unsigned)
     if not model_path.exists() and not model_path.is_symlink():
         raise UsageError(f"model not found: {model_path}")
     seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
     context = _Context(str(model_path), str(seal_path))
     try:
         result = _verify(
-            model_path, seal_path, trusted, allow_unsigned, allow_symlinks, reader, context
+            model_path, seal_path, trusted, allow_unsigned, allow_symlinks, reader, context, policy
         )
     except IntegrityError as exc:
         if exc.failure is None:
@@ -359,8 +373,30 @@ class _Context:
         )
 
 
+def _apply_policy(policy: Policy, manifest: Manifest, signers: tuple[str, ...]) -> None:
+    """Refuse (PolicyViolation) unless the policy allows these signers for this model now."""
+    from modelseal.policy import PolicyViolation
+
+    decision = policy.check(
+        manifest.model_name, signers, manifest.serialization.hash_type, datetime.now(timezone.utc)
+    )
+    if decision.require_provenance:
+        # Fail closed until provenance checking lands: a requirement nobody checks is a pass.
+        raise PolicyViolation(
+            dataclasses.replace(
+                decision,
+                allowed=False,
+                reasons=("the policy requires provenance, which this version cannot check yet",),
+            )
+        )
+
+
 def finding_kind(exc: IntegrityError) -> str:
     """The finding kind that names an error raised before any file was compared."""
+    from modelseal.policy import PolicyViolation
+
+    if isinstance(exc, PolicyViolation):
+        return "policy"
     if isinstance(exc, SignatureError):
         return "signature"
     if isinstance(exc, UnsafeModelError):
@@ -378,12 +414,15 @@ def _verify(
     allow_symlinks: bool,
     reader: Reader,
     context: _Context,
+    policy: Policy | None = None,
 ) -> Verification:
     bundle = read_seal(seal_path)
     manifest, signers = check_bundle(bundle, trusted, allow_unsigned=allow_unsigned)
     context.model_name = manifest.model_name
     context.expected_root = "sha256:" + manifest.root_digest.hex()
     context.signers = signers
+    if policy is not None:
+        _apply_policy(policy, manifest, signers)
 
     sealed = manifest.serialization
     ignored = set(sealed.ignore_paths)
