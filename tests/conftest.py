@@ -95,3 +95,13 @@ def cli() -> Cli:
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+def policy_file(path: Path, public: Path, signer_models: str = "*") -> Path:
+    """A one-signer, one-rule trust policy: `public` may sign models matching `signer_models`."""
+    path.write_text(
+        f'[[signers]]\nname = "trainer"\npublic_key = "{public}"\n'
+        f'models = ["{signer_models}"]\n\n'
+        '[[rules]]\nmodels = ["*"]\nsigners = ["trainer"]\n'
+    )
+    return path

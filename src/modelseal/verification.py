@@ -373,7 +373,7 @@ class _Context:
         )
 
 
-def _apply_policy(policy: Policy, manifest: Manifest, signers: tuple[str, ...]) -> None:
+def apply_policy(policy: Policy, manifest: Manifest, signers: tuple[str, ...]) -> None:
     """Refuse (PolicyViolation) unless the policy allows these signers for this model now."""
     from modelseal.policy import PolicyViolation
 
@@ -422,7 +422,7 @@ def _verify(
     context.expected_root = "sha256:" + manifest.root_digest.hex()
     context.signers = signers
     if policy is not None:
-        _apply_policy(policy, manifest, signers)
+        apply_policy(policy, manifest, signers)
 
     sealed = manifest.serialization
     ignored = set(sealed.ignore_paths)

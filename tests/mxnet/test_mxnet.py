@@ -517,3 +517,17 @@ def test_symbolblock_imports_swap_race(
         attempts=200,
     )
     assert result.loads + result.refused == 200
+
+
+def test_prefix_sets_follow_the_policy(
+    exported: Exported, keypair: KeyPair, tmp_path: Path
+) -> None:
+    from conftest import policy_file
+    from modelseal.policy import Policy, PolicyViolation
+
+    allow = Policy.load(policy_file(tmp_path / "allow.toml", keypair.public))
+    deny = Policy.load(policy_file(tmp_path / "deny.toml", keypair.public, "fraud-*"))
+    ours = mmx.symbolblock_imports(exported.symbol, ["data"], exported.params, policy=allow)
+    np.testing.assert_array_equal(out(ours), exported.expected)
+    with pytest.raises(PolicyViolation):
+        mmx.symbolblock_imports(exported.symbol, ["data"], exported.params, policy=deny)

@@ -7,11 +7,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import UsageError
 from modelseal.sealing import SealResult, seal
 from modelseal.signing import keys
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 PathLike = str | os.PathLike[str]
 KeySource = PathLike | keys.PublicKey
@@ -34,6 +37,7 @@ class Trust:
     public_keys: tuple[KeySource, ...] = ()
     allow_unsigned: bool = False
     signature: PathLike | None = None
+    policy: Policy | None = None
 
     @classmethod
     def of(
@@ -41,6 +45,7 @@ class Trust:
         public_keys: Iterable[KeySource] | KeySource | None,
         allow_unsigned: bool,
         signature: PathLike | None,
+        policy: Policy | None = None,
     ) -> Trust:
         if public_keys is None:
             found: tuple[KeySource, ...] = ()
@@ -48,13 +53,14 @@ class Trust:
             found = (public_keys,)
         else:
             found = tuple(public_keys)
-        return cls(found, allow_unsigned, signature)
+        return cls(found, allow_unsigned, signature, policy)
 
     def kwargs(self) -> dict[str, Any]:
         return {
             "public_keys": self.public_keys,
             "allow_unsigned": self.allow_unsigned,
             "signature": self.signature,
+            "policy": self.policy,
         }
 
 

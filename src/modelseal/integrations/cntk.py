@@ -23,7 +23,7 @@ import importlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal._internal import names
 from modelseal.errors import UsageError
@@ -31,6 +31,9 @@ from modelseal.integrations._common import KeySource, PathLike, Trust, seal_save
 from modelseal.loading import VerifiedModel, open_verified
 from modelseal.sealing import SealResult
 from modelseal.signing import keys
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 LEGACY_MARKER = b"B\x00"
 """How CNTK tells a legacy v1 model (it compares L"BCN" with strncmp, which stops at the
@@ -49,13 +52,14 @@ def load_model(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
 ) -> Any:
     """`cntk.load_model` over a sealed model file (a path, not a byte buffer).
 
     `format` defaults to CNTK's own default (ModelFormat.CNTKv2). Verification comes
     first; `CntkUnavailableError` comes only after it succeeded.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     path = _model_path(model)
     by_path = _needs_path(format) or _looks_legacy(path)
     for snapshot in (by_path, True):

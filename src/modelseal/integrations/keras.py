@@ -29,13 +29,16 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import UsageError
 from modelseal.integrations._common import KeySource, PathLike, Trust, require, seal_saved
 from modelseal.loading import VerifiedModel, open_verified
 from modelseal.sealing import SealResult
 from modelseal.signing import keys
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 logger = logging.getLogger("modelseal")
 
@@ -86,6 +89,7 @@ def load_model(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
 ) -> Any:
     """`keras.saving.load_model`, from the bytes that were verified.
 
@@ -93,7 +97,7 @@ def load_model(
     its seal or the seal is not signed by one of `public_keys`.
     """
     keras = require("keras", "keras")
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     path = _check_path(filepath)
     if not safe_mode:
         logger.warning(

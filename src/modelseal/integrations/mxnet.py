@@ -37,7 +37,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal import audit
 from modelseal._internal import names
@@ -59,6 +59,7 @@ from modelseal.verification import (
     Failure,
     Finding,
     Verification,
+    apply_policy,
     check_bundle,
     compare,
     default_seal_path,
@@ -67,6 +68,9 @@ from modelseal.verification import (
     seal_name_inside,
     trusted_keys,
 )
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 __all__ = [
     "export",
@@ -253,7 +257,12 @@ def _verify_set(
     pset: _PrefixSet, trust: Trust, required: Collection[str], reader: Reader
 ) -> Verification:
     """Check the seal of a prefix set, then read its members (only them) through `reader`."""
-    trusted = trusted_keys(trust.public_keys, trust.allow_unsigned)
+    if trust.policy is not None:
+        if trust.public_keys or trust.allow_unsigned:
+            raise UsageError("give a policy, or public keys / allow_unsigned, not both")
+        trusted = list(trust.policy.trusted_keys())
+    else:
+        trusted = trusted_keys(trust.public_keys, trust.allow_unsigned)
     seal_path = Path(trust.signature) if trust.signature is not None else pset.seal_path
     if not pset.directory.is_dir():
         raise UsageError(f"model not found: no directory {pset.directory}")
@@ -268,6 +277,8 @@ def _verify_set(
             expected_root="sha256:" + manifest.root_digest.hex(),
             signers=signers,
         )
+        if trust.policy is not None:
+            apply_policy(trust.policy, manifest, signers)
         sealed = manifest.files
         problem = pset.shape_problem(sealed)
         if problem is not None:
@@ -326,10 +337,11 @@ def verify_prefix(
     public_keys: Keys = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
     workers: int | None = None,
 ) -> Verification:
     """Verify an exported model in place (nothing is kept): `verify` for a prefix set."""
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
 
     def read_in_place(entries: list[FileEntry], serialization: Serialization) -> HashResult:
         return hash_entries(entries, serialization, workers=workers)
@@ -478,6 +490,7 @@ def nd_load(
     public_keys: Keys = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> Any:
     """`mx.nd.load`, from the verified bytes of a sealed file.
@@ -486,7 +499,7 @@ def nd_load(
     without one is checked against its set's seal `PATH.sig` instead.
     """
     mx = require("mxnet", "mxnet")
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     with _verified_file(fname, trust, snapshot_dir) as local:
         return mx.nd.load(os.fspath(local))
 
@@ -503,6 +516,7 @@ def load_parameters(
     public_keys: Keys = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> None:
     """`block.load_parameters(filename, ...)`, from the verified bytes of a sealed file.
@@ -510,7 +524,7 @@ def load_parameters(
     Seal lookup as `nd_load`. On any verification failure the block is untouched.
     """
     require("mxnet", "mxnet")
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     with _verified_file(filename, trust, snapshot_dir) as local:
         block.load_parameters(
             os.fspath(local),
@@ -533,6 +547,7 @@ def symbolblock_imports(
     public_keys: Keys = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> Any:
     """`gluon.nn.SymbolBlock.imports`, from the verified bytes of a sealed exported model.
@@ -560,7 +575,7 @@ def symbolblock_imports(
                 f"(expected {pset.directory / (pset.base + '-NNNN.params')})"
             )
         required.append(params_name)
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     with _open_set(pset, trust, required, snapshot_dir) as snapshot:
         return mx.gluon.nn.SymbolBlock.imports(
             os.fspath(snapshot.path(pset.symbol_name)),
@@ -579,6 +594,7 @@ def load_checkpoint(
     public_keys: Keys = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """`mx.model.load_checkpoint`: (symbol, arg_params, aux_params) of a sealed exported model.
@@ -589,7 +605,7 @@ def load_checkpoint(
     mx = require("mxnet", "mxnet")
     pset = _PrefixSet.of(prefix)
     required = (pset.symbol_name, pset.params_name(int(epoch)))
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     with _open_set(pset, trust, required, snapshot_dir) as snapshot:
         loaded: tuple[Any, dict[str, Any], dict[str, Any]] = mx.model.load_checkpoint(
             os.fspath(snapshot.path(pset.base)), int(epoch)

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal._internal import names
 from modelseal.errors import SealError, UnsafeModelError, UsageError
@@ -60,6 +60,9 @@ from modelseal.sealing import SealResult
 from modelseal.signing import keys
 from modelseal.signing.bundle import read_seal
 from modelseal.verification import seal_name_inside
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 DIRECTORY_SEAL = "model.sig"
 """The seal of a model directory (one with external data), inside it."""
@@ -124,6 +127,7 @@ def onnx_load(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
 ) -> Any:
     """`onnx.load`, from the verified bytes of a sealed model (a path, not a file object).
 
@@ -131,7 +135,7 @@ def onnx_load(
     disk. With `load_external_data=False` they are left as references (locations still
     checked); loading them later from disk is outside what was verified.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     onnx = require("onnx", "onnx")
     layout = _layout(_model_path(f, "onnx_load"), trust.signature)
     fmt = _format(onnx, format, layout.model)
@@ -207,6 +211,7 @@ def inference_session(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
     **kwargs: Any,
 ) -> Any:
     """`onnxruntime.InferenceSession` over a sealed model (a path, not bytes).
@@ -214,7 +219,7 @@ def inference_session(
     `providers` defaults to CPU only (onnxruntime's own default is every provider it
     has). Other keyword arguments go to InferenceSession unchanged.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     ort = require("onnxruntime", "onnx")
     layout = _layout(_model_path(path_or_bytes, "inference_session"), trust.signature)
     ort_format = _is_ort_format(layout.model, sess_options)
@@ -304,6 +309,7 @@ def _verified(layout: _Layout, trust: Trust, *, snapshot: bool) -> Iterator[Veri
             allow_unsigned=trust.allow_unsigned,
             signature=layout.signature,
             snapshot=snapshot,
+            policy=trust.policy,
         ) as verified:
             yield verified
     except SealError as exc:

@@ -26,7 +26,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal._internal import names
 from modelseal.errors import IntegrityError, UsageError
@@ -34,6 +34,9 @@ from modelseal.integrations._common import KeySource, PathLike, Trust, require, 
 from modelseal.loading import Buffer, VerifiedModel, open_verified
 from modelseal.sealing import SealResult
 from modelseal.signing import keys
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 INDEX_NAME = "model.safetensors.index.json"
 """The index Hugging Face writes beside sharded weights."""
@@ -79,6 +82,7 @@ def load_file(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """`safetensors.torch.load_file`, from the verified bytes of a sealed file.
 
@@ -87,7 +91,7 @@ def load_file(
     """
     if backend not in ("mmap", "pread"):
         raise UsageError(f"unknown safetensors backend {backend!r}")
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     torch = require("torch", "torch")
     path = _path(filename, "load_file")
     with open_verified(path, **trust.kwargs()) as verified:
@@ -120,6 +124,7 @@ def load_sharded(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """Load a sharded checkpoint (shards + `model.safetensors.index.json`) sealed as a directory.
 
@@ -128,7 +133,7 @@ def load_sharded(
     verified file of the directory. Every tensor must sit in the shard the index
     names, once: anything else raises `CheckpointError`.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     torch = require("torch", "torch")
     given = Path(os.fspath(path))
     index_name: str | None = None

@@ -28,13 +28,16 @@ import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import UsageError
 from modelseal.integrations._common import KeySource, PathLike, Trust, require, seal_saved
 from modelseal.loading import open_verified
 from modelseal.sealing import SealResult
 from modelseal.signing import keys
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 _GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
@@ -118,6 +121,7 @@ def saved_model_load(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
 ) -> Any:
     """`tf.saved_model.load`, from a private snapshot of the files that were verified.
 
@@ -128,7 +132,7 @@ def saved_model_load(
     `tempfile.gettempdir()`, so TMPDIR chooses its file system.
     """
     tf = require("tensorflow", "tensorflow")
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     path = Path(export_dir)
     if not path.is_dir():
         raise UsageError(f"a SavedModel is a directory: {path} is not one")

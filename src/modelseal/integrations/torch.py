@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal._internal import names
 from modelseal.errors import UsageError
@@ -33,6 +33,9 @@ from modelseal.integrations.safetensors import signing_key
 from modelseal.loading import open_verified
 from modelseal.sealing import SealResult
 from modelseal.signing import keys
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 logger = logging.getLogger("modelseal")
 
@@ -47,6 +50,7 @@ def load(
     public_keys: Iterable[KeySource] | KeySource | None = None,
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
+    policy: Policy | None = None,
     snapshot_dir: PathLike | None = None,
     **pickle_load_args: Any,
 ) -> Any:
@@ -59,7 +63,7 @@ def load(
     torch.load does. `snapshot_dir` is where the snapshot goes with `mmap=True`.
     """
     path = _path(f, "load")
-    trust = Trust.of(public_keys, allow_unsigned, signature)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     if weights_only is None:
         weights_only = True
     if not weights_only:
