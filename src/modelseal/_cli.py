@@ -79,18 +79,13 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _serialization(args: argparse.Namespace) -> Any:
-    from modelseal.errors import UsageError
-    from modelseal.manifest import GIT_PATHS, Method, Serialization
+    from pathlib import Path
 
-    try:
-        return Serialization(
-            method=Method.FILES if args.shard_size is None else Method.SHARDS,
-            hash_type=args.algorithm,
-            shard_size=args.shard_size,
-            ignore_paths=tuple(sorted(set(GIT_PATHS) | set(args.ignore))),
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    from modelseal.sealing import serialization_for
+
+    return serialization_for(
+        Path(args.model), algorithm=args.algorithm, shard_size=args.shard_size, ignore=args.ignore
+    )
 
 
 def _cmd_hash(args: argparse.Namespace) -> int:

@@ -49,6 +49,35 @@ def _relative_ignores(model: Path, ignore: Iterable[str | os.PathLike[str]]) -> 
     return result
 
 
+def serialization_for(
+    model: Path,
+    *,
+    algorithm: str = "sha256",
+    shard_size: int | None = None,
+    ignore: Iterable[str | os.PathLike[str]] = (),
+    ignore_git_paths: bool = True,
+    allow_symlinks: bool = False,
+    seal_path: Path | None = None,
+) -> Serialization:
+    """How to hash `model` when sealing it: the seal file itself and `.git*` are left out."""
+    ignored = set(_relative_ignores(model, ignore))
+    if ignore_git_paths:
+        ignored.update(GIT_PATHS)
+    inside = seal_name_inside(model, seal_path) if seal_path is not None else None
+    if inside is not None:
+        ignored.add(inside)
+    try:
+        return Serialization(
+            method=Method.FILES if shard_size is None else Method.SHARDS,
+            hash_type=algorithm,
+            shard_size=shard_size,
+            allow_symlinks=allow_symlinks,
+            ignore_paths=tuple(sorted(ignored)),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def sign_manifest(manifest: Manifest, signer: keys.Signer | None) -> Bundle:
     """Wrap the manifest's statement in a DSSE envelope, signed when a signer is given."""
     payload = manifest.to_payload()
@@ -90,22 +119,15 @@ def seal(
         raise UsageError(f"model not found: {model_path}")
     signer = keys.as_signer(key) if key is not None else None
     seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
-    ignored = set(_relative_ignores(model_path, ignore))
-    if ignore_git_paths:
-        ignored.update(GIT_PATHS)
-    inside = seal_name_inside(model_path, seal_path)
-    if inside is not None:
-        ignored.add(inside)
-    try:
-        serialization = Serialization(
-            method=Method.FILES if shard_size is None else Method.SHARDS,
-            hash_type=algorithm,
-            shard_size=shard_size,
-            allow_symlinks=allow_symlinks,
-            ignore_paths=tuple(sorted(ignored)),
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    serialization = serialization_for(
+        model_path,
+        algorithm=algorithm,
+        shard_size=shard_size,
+        ignore=ignore,
+        ignore_git_paths=ignore_git_paths,
+        allow_symlinks=allow_symlinks,
+        seal_path=seal_path,
+    )
     manifest = hash_model(
         model_path, serialization, model_name=name, workers=workers, progress=progress
     )

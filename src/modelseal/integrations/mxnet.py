@@ -51,8 +51,8 @@ from modelseal.errors import (
 )
 from modelseal.hashing import HashResult, capture_entries, hash_entries
 from modelseal.integrations._common import KeySource, PathLike, Trust, require
-from modelseal.manifest import GIT_PATHS, Manifest, Method, Serialization
-from modelseal.sealing import SealResult, sign_manifest
+from modelseal.manifest import Manifest, Serialization
+from modelseal.sealing import SealResult, serialization_for, sign_manifest
 from modelseal.signing import keys
 from modelseal.signing.bundle import read_seal, write_seal
 from modelseal.verification import (
@@ -65,7 +65,6 @@ from modelseal.verification import (
     default_seal_path,
     finding_kind,
     run_verification,
-    seal_name_inside,
     trusted_keys,
 )
 
@@ -214,19 +213,9 @@ def seal_prefix(
         raise UsageError(f"cannot seal {pset.prefix}: {problem} (found: {', '.join(found)})")
     signer = keys.as_signer(key) if key is not None else None
     seal_path = Path(signature) if signature is not None else pset.seal_path
-    ignored = set(GIT_PATHS)
-    inside = seal_name_inside(pset.directory, seal_path)
-    if inside is not None:
-        ignored.add(inside)
-    try:
-        serialization = Serialization(
-            method=Method.FILES if shard_size is None else Method.SHARDS,
-            hash_type=algorithm,
-            shard_size=shard_size,
-            ignore_paths=tuple(sorted(ignored)),
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    serialization = serialization_for(
+        pset.directory, algorithm=algorithm, shard_size=shard_size, seal_path=seal_path
+    )
     try:
         entries = [pset.entry(name) for name in found]
     except UnsafeModelError as exc:
