@@ -26,6 +26,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from modelseal._internal.files import read_capped
 from modelseal.errors import IntegrityError, UsageError
 from modelseal.manifest import ALGORITHMS, WEAK_ALGORITHMS
 from modelseal.signing import keys
@@ -161,15 +162,7 @@ class Policy:
     def load(cls, path: str | os.PathLike[str]) -> Policy:
         """Read and validate a policy file; relative key paths are resolved beside it."""
         policy_path = Path(path)
-        try:
-            with open(policy_path, "rb") as handle:
-                data = handle.read(MAX_POLICY_FILE + 1)
-        except FileNotFoundError:
-            raise PolicyError(f"policy file not found: {policy_path}") from None
-        except OSError as exc:
-            raise PolicyError(f"cannot read policy {policy_path}: {exc.strerror}") from None
-        if len(data) > MAX_POLICY_FILE:
-            raise PolicyError(f"policy {policy_path} is larger than {MAX_POLICY_FILE} bytes")
+        data = read_capped(policy_path, MAX_POLICY_FILE, "policy file", PolicyError)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from modelseal._internal.files import read_capped
 from modelseal.errors import UsageError
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -128,22 +129,9 @@ def key_hint(key: PublicKey) -> str:
     return hashlib.sha256(public_pem(key)).hexdigest()
 
 
-def _read_small(path: Path, what: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise UsageError(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise UsageError(f"{what} {path} is larger than {MAX_KEY_FILE} bytes")
-    return data
-
-
 def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
     """A PEM public key (SubjectPublicKeyInfo) from a file."""
-    data = _read_small(Path(path), "public key")
+    data = read_capped(path, MAX_KEY_FILE, "public key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
@@ -158,7 +146,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
 
     The passphrase defaults to $MODELSEAL_KEY_PASSPHRASE.
     """
-    data = _read_small(Path(path), "private key")
+    data = read_capped(path, MAX_KEY_FILE, "private key")
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     try:
