@@ -72,6 +72,19 @@ class _MemoryCapture:
 class _SnapshotCapture:
     """Each file copied into a fresh private directory, and hashed from that copy."""
 
+    @classmethod
+    def create(
+        cls, snapshot_dir: str | os.PathLike[str] | None, single_file_name: str
+    ) -> _SnapshotCapture:
+        """A capture into a new 0700 temporary directory (under `snapshot_dir` if given)."""
+        root = Path(tempfile.mkdtemp(prefix="modelseal-", dir=snapshot_dir))
+        os.chmod(root, 0o700)
+        return cls(root, single_file_name)
+
+    def remove(self) -> None:
+        self.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def __init__(self, root: Path, single_file_name: str) -> None:
         self.root = root
         self._single = single_file_name
@@ -100,6 +113,36 @@ class _SnapshotCapture:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+
+def capture_sealed(
+    capture: _MemoryCapture | _SnapshotCapture,
+    entries: list[FileEntry],
+    serialization: Serialization,
+    sealed: Iterable[str],
+    workers: int | None = None,
+) -> HashResult:
+    """Keep (and hash) the files the seal lists; only hash the others, for the report.
+
+    A file the seal does not list fails the verification anyway: it is never copied, so an
+    attacker cannot make the verifier copy a huge planted file.
+    """
+    wanted = frozenset(sealed)
+    kept = [e for e in entries if e.name in wanted]
+    extra = [e for e in entries if e.name not in wanted]
+    try:
+        result = capture_entries(kept, serialization, capture, workers=workers)
+    finally:
+        if isinstance(capture, _SnapshotCapture):
+            capture.close()
+    if not extra:
+        return result
+    others = hash_entries(extra, serialization, workers=workers)
+    return HashResult(
+        result.resources + others.resources,
+        {**result.unreadable, **others.unreadable},
+        result.total_bytes + others.total_bytes,
+    )
 
 
 @dataclass(frozen=True)
@@ -219,36 +262,16 @@ def open_verified(
     removed when the block ends; `m.path` is the model inside it.
     """
     model_path = Path(model)
-    root: Path | None = None
     capture: _MemoryCapture | _SnapshotCapture
     if snapshot:
-        root = Path(tempfile.mkdtemp(prefix="modelseal-", dir=snapshot_dir))
-        os.chmod(root, 0o700)
-        single = model_path.name or "model"
-        capture = _SnapshotCapture(root, single)
+        capture = _SnapshotCapture.create(snapshot_dir, model_path.name or "model")
     else:
         capture = _MemoryCapture()
 
     def read_and_keep(
         entries: list[FileEntry], serialization: Serialization, sealed: frozenset[str]
     ) -> HashResult:
-        # Files the seal does not list fail the verification anyway: hash them in place for
-        # the report, but never copy them (an attacker could add a huge one).
-        kept = [e for e in entries if e.name in sealed]
-        extra = [e for e in entries if e.name not in sealed]
-        try:
-            result = capture_entries(kept, serialization, capture, workers=workers)
-        finally:
-            if isinstance(capture, _SnapshotCapture):
-                capture.close()
-        if not extra:
-            return result
-        others = hash_entries(extra, serialization, workers=workers)
-        return HashResult(
-            result.resources + others.resources,
-            {**result.unreadable, **others.unreadable},
-            result.total_bytes + others.total_bytes,
-        )
+        return capture_sealed(capture, entries, serialization, sealed, workers)
 
     try:
         verification = run_verification(
@@ -261,11 +284,10 @@ def open_verified(
             policy=policy,
         )
         if isinstance(capture, _SnapshotCapture):
-            assert root is not None
             is_file = capture.names == [names.SINGLE_FILE_NAME]
             verified = VerifiedModel(
                 verification,
-                path=capture.path_of(names.SINGLE_FILE_NAME) if is_file else root,
+                path=capture.path_of(names.SINGLE_FILE_NAME) if is_file else capture.root,
                 _names=tuple(sorted(capture.names)),
             )
         else:
@@ -276,5 +298,5 @@ def open_verified(
     finally:
         if isinstance(capture, _MemoryCapture):
             capture.files.clear()
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+        else:
+            capture.remove()

@@ -33,8 +33,8 @@ from modelseal import audit
 from modelseal._internal.tree import walk
 from modelseal.errors import IntegrityError, ModelMismatchError, SealError, UsageError
 from modelseal.integrations._common import PathLike, Trust, require
-from modelseal.integrations.mxnet import Keys, _Snapshot
-from modelseal.loading import open_verified
+from modelseal.integrations.mxnet import Keys
+from modelseal.loading import _SnapshotCapture, capture_sealed, open_verified
 from modelseal.manifest import ALGORITHMS, Manifest, Resource, Serialization, check_algorithm
 from modelseal.verification import Failure, Finding, Verification
 
@@ -105,10 +105,11 @@ def _pinned_snapshot(
     serialization = Serialization(hash_type=algorithm)
     want = Resource(".", algorithm, expected)
     failure = Failure(str(path), "pin", (), name, f"{algorithm}:{expected.hex()}")
-    snapshot = _Snapshot(snapshot_dir, path.name)
+    snapshot = _SnapshotCapture.create(snapshot_dir, path.name)
     try:
         try:
-            result = snapshot.capture(walk(path, allow_symlinks=False), serialization)
+            entries = walk(path, allow_symlinks=False)
+            result = capture_sealed(snapshot, entries, serialization, [e.name for e in entries])
             if result.unreadable:
                 reason = next(iter(result.unreadable.values()))
                 finding = Finding("unreadable", reason, ".", want.label())
@@ -144,7 +145,7 @@ def _pinned_snapshot(
                 signers=(),
             )
         )
-        yield snapshot.path(".")
+        yield snapshot.path_of(".")
     finally:
         snapshot.remove()
 

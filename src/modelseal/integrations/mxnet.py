@@ -29,10 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import stat
-import tempfile
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,8 +46,9 @@ from modelseal.errors import (
     UnsafeModelError,
     UsageError,
 )
-from modelseal.hashing import HashResult, capture_entries, hash_entries
+from modelseal.hashing import HashResult, hash_entries
 from modelseal.integrations._common import KeySource, PathLike, Trust, require
+from modelseal.loading import _SnapshotCapture, capture_sealed
 from modelseal.manifest import Manifest, Serialization
 from modelseal.sealing import SealResult, serialization_for, sign_manifest
 from modelseal.signing import keys
@@ -341,75 +339,15 @@ def verify_prefix(
 # --------------------------------------------------------------------------- snapshots
 
 
-class _Snapshot:
-    """Files copied into a fresh private directory (0700, files 0600) while they are hashed.
-
-    A `Capture` for `capture_entries`: the bytes copied are the bytes hashed, read once.
-    """
-
-    def __init__(self, snapshot_dir: PathLike | None, single_name: str = "model") -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="modelseal-", dir=snapshot_dir))
-        os.chmod(self.root, 0o700)
-        self._single = single_name
-        self._fds: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def path(self, name: str) -> Path:
-        return self.root / (self._single if name == names.SINGLE_FILE_NAME else name)
-
-    def buffer(self, entry: FileEntry) -> memoryview | None:
-        return None
-
-    def sink(self, entry: FileEntry) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(self.path(entry.name), flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-        with self._lock:
-            self._fds[entry.name] = fd
-        return fd
-
-    def close_files(self) -> None:
-        with self._lock:
-            fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            os.close(fd)
-
-    def capture(self, entries: list[FileEntry], serialization: Serialization) -> HashResult:
-        """Hash `entries` while copying them here (a write error makes a file unreadable)."""
-        try:
-            return capture_entries(entries, serialization, self)
-        finally:
-            self.close_files()
-
-    def capture_only(
-        self, keep: Collection[str], entries: list[FileEntry], serialization: Serialization
-    ) -> HashResult:
-        """Copy the entries named in `keep`; only hash the others (never copy what the seal
-        does not ask for: an attacker could add a huge file)."""
-        kept = self.capture([e for e in entries if e.name in keep], serialization)
-        rest = [e for e in entries if e.name not in keep]
-        if not rest:
-            return kept
-        others = hash_entries(rest, serialization)
-        return HashResult(
-            kept.resources + others.resources,
-            {**kept.unreadable, **others.unreadable},
-            kept.total_bytes + others.total_bytes,
-        )
-
-    def remove(self) -> None:
-        self.close_files()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @contextmanager
 def _open_set(
     pset: _PrefixSet, trust: Trust, required: Collection[str], snapshot_dir: PathLike | None
-) -> Iterator[_Snapshot]:
+) -> Iterator[_SnapshotCapture]:
     """Verify the set; the `required` members are in the yielded snapshot, the rest only hashed."""
-    snapshot = _Snapshot(snapshot_dir)
+    snapshot = _SnapshotCapture.create(snapshot_dir, "model")
 
     def read(entries: list[FileEntry], serialization: Serialization) -> HashResult:
-        return snapshot.capture_only(required, entries, serialization)
+        return capture_sealed(snapshot, entries, serialization, required)
 
     try:
         _verify_set(pset, trust, required, read)
@@ -453,19 +391,19 @@ def _verified_file(path: PathLike, trust: Trust, snapshot_dir: PathLike | None) 
         if use_set:
             pset, name = member
             with _open_set(pset, trust, (name,), snapshot_dir) as snapshot:
-                yield snapshot.path(name)
+                yield snapshot.path_of(name)
             return
-    snapshot = _Snapshot(snapshot_dir, os.path.basename(os.fspath(path)) or "model")
+    snapshot = _SnapshotCapture.create(snapshot_dir, os.path.basename(os.fspath(path)) or "model")
     try:
         run_verification(
             path,
             allow_symlinks=False,
-            reader=lambda entries, serialization, sealed: snapshot.capture_only(
-                sealed, entries, serialization
+            reader=lambda entries, serialization, sealed: capture_sealed(
+                snapshot, entries, serialization, sealed
             ),
             **trust.kwargs(),
         )
-        yield snapshot.path(names.SINGLE_FILE_NAME)
+        yield snapshot.path_of(names.SINGLE_FILE_NAME)
     finally:
         snapshot.remove()
 
@@ -567,9 +505,9 @@ def symbolblock_imports(
     trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     with _open_set(pset, trust, required, snapshot_dir) as snapshot:
         return mx.gluon.nn.SymbolBlock.imports(
-            os.fspath(snapshot.path(pset.symbol_name)),
+            os.fspath(snapshot.path_of(pset.symbol_name)),
             input_names,
-            os.fspath(snapshot.path(required[1])) if param_file is not None else None,
+            os.fspath(snapshot.path_of(required[1])) if param_file is not None else None,
             ctx,
             allow_missing,
             ignore_extra,
@@ -597,7 +535,7 @@ def load_checkpoint(
     trust = Trust.of(public_keys, allow_unsigned, signature, policy)
     with _open_set(pset, trust, required, snapshot_dir) as snapshot:
         loaded: tuple[Any, dict[str, Any], dict[str, Any]] = mx.model.load_checkpoint(
-            os.fspath(snapshot.path(pset.base)), int(epoch)
+            os.fspath(snapshot.path_of(pset.base)), int(epoch)
         )
         return loaded
 
