@@ -206,7 +206,7 @@ class Policy:
             return PolicyDecision(
                 model_name, False, (f"no rule of the policy covers model {model_name!r}",)
             )
-        by_name = {signer.name: signer for signer in self.signers}
+        by_name = self.signers_by_name()
         reasons: list[str] = []
         counted: dict[str, None] = {}
         for index in indexes:
@@ -219,26 +219,30 @@ class Policy:
                     f"{label}: hash type {hash_type!r} is {kind} "
                     f"(allowed: {', '.join(rule.algorithms)})"
                 )
-            accepted: dict[str, str] = {}  # key id -> signer name
+            # A signer (a name) counts once however many of its keys signed, and one key
+            # counts for one signer only: a threshold counts people, not signatures.
+            accepted: dict[str, str] = {}  # signer name -> the key id that counted
             notes: list[str] = []
             for name in rule.signers:
-                signer = by_name[name]
-                if signer.key_id not in verified or signer.key_id in accepted:
-                    continue
-                problem = self._signer_problem(signer, model_name, now)
-                if problem is None:
-                    accepted[signer.key_id] = name
-                else:
+                for signer in by_name[name]:
+                    if signer.key_id not in verified or signer.key_id in accepted.values():
+                        continue
+                    problem = self._signer_problem(signer, model_name, now)
+                    if problem is None:
+                        accepted[name] = signer.key_id
+                        break
                     notes.append(problem)
             if len(accepted) < rule.threshold:
-                unlisted = sorted(verified - {by_name[n].key_id for n in rule.signers})
-                notes.extend(f"key {key} is not a signer of this rule" for key in unlisted)
+                listed = {s.key_id for n in rule.signers for s in by_name[n]}
+                notes.extend(
+                    f"key {key} is not a signer of this rule" for key in sorted(verified - listed)
+                )
                 reasons.append(
                     f"{label}: {len(accepted)} of {rule.threshold} required signers "
                     f"({', '.join(rule.signers)}) signed"
                     + (f" ({'; '.join(dict.fromkeys(notes))})" if notes else "")
                 )
-            counted.update(dict.fromkeys(accepted.values()))
+            counted.update(dict.fromkeys(accepted))
         rules = [self.rules[i] for i in indexes]
         return PolicyDecision(
             model_name,
@@ -259,6 +263,20 @@ class Policy:
     ) -> PolicyDecision:
         """Like `decide`, but raise a PolicyViolation when the policy refuses."""
         return self.decide(model_name, signer_key_ids, hash_type, now).raise_if_refused()
+
+    def signers_by_name(self) -> dict[str, tuple[Signer, ...]]:
+        """Each signer name with its keys: several `[[signers]]` entries share a name while a
+        key is rotated (an overlap where both are valid, then the old one expires)."""
+        by_name: dict[str, tuple[Signer, ...]] = {}
+        for signer in self.signers:
+            by_name[signer.name] = (*by_name.get(signer.name, ()), signer)
+        return by_name
+
+    def keys_for(self, model_name: str, now: datetime) -> tuple[Signer, ...]:
+        """The signers whose key may vouch for `model_name` at `now`: listed for the model,
+        inside their validity window, not revoked. (For statements beside the seal, such as
+        provenance, that carry one signature rather than a threshold.)"""
+        return tuple(s for s in self.signers if self._signer_problem(s, model_name, now) is None)
 
     def _signer_problem(self, signer: Signer, model_name: str, now: datetime) -> str | None:
         if signer.key_id in self.revoked:
@@ -378,12 +396,17 @@ class _Parser:
             self.signer(item, f"signers[{i}]")
             for i, item in enumerate(self.tables(data["signers"], "signers"))
         )
-        seen: set[str] = set()
+        seen: dict[tuple[str, str], int] = {}
         for i, signer in enumerate(signers):
-            if signer.name in seen:
-                raise self.fail(f"signers[{i}]", f"duplicate signer name {signer.name!r}")
-            seen.add(signer.name)
-        by_name = {signer.name: signer for signer in signers}
+            earlier = seen.setdefault((signer.name, signer.key_id), i)
+            if earlier != i:
+                raise self.fail(
+                    f"signers[{i}]",
+                    f"signer {signer.name!r} lists the same key as signers[{earlier}]",
+                )
+        by_name: dict[str, list[Signer]] = {}
+        for signer in signers:
+            by_name.setdefault(signer.name, []).append(signer)
         rules = tuple(
             self.rule(item, f"rules[{i}]", by_name)
             for i, item in enumerate(self.tables(data["rules"], "rules"))
@@ -446,7 +469,7 @@ class _Parser:
         except UsageError as exc:
             raise self.fail(entry, str(exc)) from None
 
-    def rule(self, value: object, entry: str, by_name: Mapping[str, Signer]) -> Rule:
+    def rule(self, value: object, entry: str, by_name: Mapping[str, list[Signer]]) -> Rule:
         table = self.table(
             value,
             entry,
@@ -466,7 +489,7 @@ class _Parser:
                 f"{entry}.threshold",
                 f"must be between 1 and the {len(names)} listed signers, not {threshold}",
             )
-        distinct = len({by_name[name].key_id for name in names})
+        distinct = min(len(names), len({s.key_id for name in names for s in by_name[name]}))
         if threshold > distinct:
             raise self.fail(
                 f"{entry}.threshold",

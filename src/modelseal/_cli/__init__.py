@@ -7,7 +7,6 @@ failed (or the model is refused), 2 usage or I/O error.
 from __future__ import annotations
 
 import argparse
-import enum
 import json
 import logging
 import os
@@ -16,50 +15,19 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from modelseal import __version__
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-class OutputFormat(str, enum.Enum):
-    TEXT = "text"
-    JSON = "json"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _say(args: argparse.Namespace, message: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(message, file=sys.stderr)
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
-
-
-def _progress(args: argparse.Namespace, description: str) -> Any:
-    from modelseal._internal.progress import TerminalProgress
-
-    return TerminalProgress(description, enabled=not args.quiet)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
-
+from modelseal._cli._output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OutputFormat,
+    Parser,
+    add_format,
+    policy_for,
+    positive_int,
+    print_json,
+    progress_bar,
+    say,
+)
 
 # --- commands ---------------------------------------------------------------------------
 
@@ -74,7 +42,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     key_id = keys.key_id(keys.load_public_key(public_path))
     print(key_id)
     encrypted = " (encrypted)" if passphrase else ""
-    _say(args, f"wrote {private_path}{encrypted} and {public_path}; key id {key_id}")
+    say(args, f"wrote {private_path}{encrypted} and {public_path}; key id {key_id}")
     return EXIT_OK
 
 
@@ -91,10 +59,10 @@ def _serialization(args: argparse.Namespace) -> Any:
 def _cmd_hash(args: argparse.Namespace) -> int:
     from modelseal.hashing import hash_model
 
-    with _progress(args, "hashing") as progress:
+    with progress_bar(args, "hashing") as progress:
         manifest = hash_model(args.model, _serialization(args), progress=progress)
     if args.format is OutputFormat.JSON:
-        _print_json(manifest.to_statement())
+        print_json(manifest.to_statement())
     else:
         for resource in manifest.resources:
             print(f"{resource.label()}  {resource.name}")
@@ -105,7 +73,7 @@ def _cmd_hash(args: argparse.Namespace) -> int:
 def _cmd_seal(args: argparse.Namespace) -> int:
     from modelseal.sealing import seal
 
-    with _progress(args, "sealing") as progress:
+    with progress_bar(args, "sealing") as progress:
         result = seal(
             args.model,
             key=args.key,
@@ -119,15 +87,15 @@ def _cmd_seal(args: argparse.Namespace) -> int:
             progress=progress,
         )
     if args.format is OutputFormat.JSON:
-        _print_json(vars(result))
+        print_json(vars(result))
     how = f"signed by {result.signer}" if result.signed else "UNSIGNED"
-    _say(
+    say(
         args,
         f"sealed {result.model_name}: {result.files} files, root {result.root_digest}, "
         f"{how}; seal written to {result.seal}",
     )
     if not result.signed:
-        _say(
+        say(
             args,
             "warning: an unsigned seal detects corruption only; whoever can change the "
             "model can rewrite it. Sign with --key to protect against tampering.",
@@ -139,9 +107,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from modelseal.errors import IntegrityError, ModelMismatchError
     from modelseal.verification import verify
 
-    policy = _policy_for(args)
+    policy = policy_for(args)
     try:
-        with _progress(args, "verifying") as progress:
+        with progress_bar(args, "verifying") as progress:
             result = verify(
                 args.model,
                 public_keys=args.public_key,
@@ -153,7 +121,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             )
     except IntegrityError as exc:
         if args.format is OutputFormat.JSON and exc.failure is not None:
-            _print_json(exc.failure.to_json())
+            print_json(exc.failure.to_json())
         # A file-by-file report when files differ; otherwise the one reason, on one line.
         if isinstance(exc, ModelMismatchError):
             text = exc.diagnostics()
@@ -162,36 +130,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"modelseal: FAILED: {text}", file=sys.stderr)
         return EXIT_FAILED
     if args.format is OutputFormat.JSON:
-        _print_json(result.to_json())
+        print_json(result.to_json())
     who = (
         "signed by " + ", ".join(result.signers)
         if result.signed
         else "signature NOT checked (--allow-unsigned)"
     )
-    _say(
+    say(
         args,
         f"verified {result.model_name}: {result.files} files, {result.total_bytes} bytes, "
         f"root {result.root_digest}, {who}",
     )
     return EXIT_OK
-
-
-def _policy_for(args: argparse.Namespace) -> Any:
-    """--policy FILE; else, with no keys given, ./modelseal.toml when there is one."""
-    from modelseal.errors import UsageError
-    from modelseal.policy import DEFAULT_POLICY_FILE, Policy
-
-    if args.policy:
-        return Policy.load(args.policy)
-    if args.public_key or args.allow_unsigned:
-        return None
-    if os.path.exists(DEFAULT_POLICY_FILE):
-        _say(args, f"using the trust policy {DEFAULT_POLICY_FILE}")
-        return Policy.load(DEFAULT_POLICY_FILE)
-    raise UsageError(
-        f"no trust given: pass --public-key, --policy, or --allow-unsigned "
-        f"(or put a {DEFAULT_POLICY_FILE} here)"
-    )
 
 
 def _cmd_policy_check(args: argparse.Namespace) -> int:
@@ -200,10 +150,10 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     policy = Policy.load(args.file)
     description = policy.describe()
     if args.format is OutputFormat.JSON:
-        _print_json(description)
+        print_json(description)
     else:
         print(json.dumps(description, indent=2))
-    _say(args, f"{args.file}: a valid policy")
+    say(args, f"{args.file}: a valid policy")
     return EXIT_OK
 
 
@@ -218,18 +168,18 @@ def _cmd_key_id(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing but data and errors"
     )
 
-    parser = _Parser(
+    parser = Parser(
         prog="modelseal",
         description="Seal ML models when they are saved; verify them before they are loaded.",
         epilog="Exit codes: 0 ok, 1 verification failed or model refused, 2 usage or I/O error.",
     )
     parser.add_argument("--version", action="version", version=f"modelseal {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     keygen = sub.add_parser("keygen", parents=[common], help="create a signing key pair")
     keygen.add_argument("--out", required=True, metavar="BASE", help="writes BASE.key, BASE.pub")
@@ -248,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--shard-size",
-            type=_positive_int,
+            type=positive_int,
             metavar="N",
             help="hash files in shards of N bytes (all cores on one big file)",
         )
@@ -258,11 +208,6 @@ def _parser() -> argparse.ArgumentParser:
             default=[],
             metavar="PATH",
             help="leave this path (relative to the model root) out; repeatable",
-        )
-
-    def add_format(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--format", type=OutputFormat, choices=list(OutputFormat), default=OutputFormat.TEXT
         )
 
     hash_ = sub.add_parser("hash", parents=[common], help="print the digests of a model")
@@ -318,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_cmd_verify, public_key=None)
 
     policy = sub.add_parser("policy", help="trust policies")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, parser_class=Parser)
     check = policy_sub.add_parser(
         "check", parents=[common], help="validate a policy and print what it allows"
     )
@@ -327,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_policy_check)
 
     key = sub.add_parser("key", help="keys")
-    key_sub = key.add_subparsers(dest="key_command", required=True, parser_class=_Parser)
+    key_sub = key.add_subparsers(dest="key_command", required=True, parser_class=Parser)
     key_id = key_sub.add_parser("id", parents=[common], help="print the key id of a public key")
     key_id.add_argument("public_key_file", metavar="PUB")
     key_id.set_defaults(func=_cmd_key_id)
