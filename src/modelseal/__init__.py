@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "seal": "modelseal.sealing",
     "SealResult": "modelseal.sealing",
+    "sign": "modelseal.sealing",
+    "SignResult": "modelseal.sealing",
     "verify": "modelseal.verification",
     "open_verified": "modelseal.loading",
     "Policy": "modelseal.policy",
@@ -56,6 +58,7 @@ __all__ = [
     "SealError",
     "SealResult",
     "Serialization",
+    "SignResult",
     "SignatureError",
     "UnsafeModelError",
     "UsageError",
@@ -65,6 +68,7 @@ __all__ = [
     "hash_model",
     "open_verified",
     "seal",
+    "sign",
     "verify",
 ]
 
@@ -82,7 +86,7 @@ if TYPE_CHECKING:
     from modelseal.loading import VerifiedModel, open_verified
     from modelseal.manifest import Manifest, Resource, Serialization
     from modelseal.policy import Policy, PolicyError, PolicyViolation
-    from modelseal.sealing import SealResult, seal
+    from modelseal.sealing import SealResult, SignResult, seal, sign
     from modelseal.verification import Failure, Finding, Verification, verify
 
 

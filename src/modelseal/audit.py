@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,26 @@ def emit_failure(failure: Failure) -> None:
                 for f in failure.findings
             ],
         },
+    )
+
+
+def emit_skipped(model_path: str, seal_path: str, how: str) -> None:
+    """The emergency escape was used: CRITICAL, and also said on stderr whatever logging does."""
+    event = {
+        "outcome": "skipped-unsafe",
+        "model_name": None,
+        "model_path": model_path,
+        "seal_path": seal_path,
+        "expected_root": None,
+        "actual_root": None,
+        "signed": False,
+        "signer_key_ids": [],
+        "reasons": [f"verification skipped by {how}: NOTHING was checked"],
+    }
+    _emit(logging.CRITICAL, event)
+    print(
+        f"modelseal: CRITICAL: loading {model_path} WITHOUT verification ({how})",
+        file=sys.stderr,
     )
 
 

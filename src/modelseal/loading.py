@@ -251,13 +251,16 @@ def open_verified(
     snapshot_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     policy: Policy | None = None,
+    unsafe_skip_verification: bool = False,
 ) -> Iterator[VerifiedModel]:
     """Verify `model` while reading it once, and give the verified bytes to the caller.
 
         with modelseal.open_verified("model.pt", public_keys=["trainer.pub"]) as m:
             state = torch.load(m.open(), weights_only=True)
 
-    Raises `IntegrityError` (and keeps nothing) when verification fails. With
+    Raises `IntegrityError` (and keeps nothing) when verification fails.
+    `unsafe_skip_verification=True` (or MODELSEAL_UNSAFE_SKIP=1) reads without checking: an
+    emergency escape, a CRITICAL audit event each time. With
     `snapshot=True` the files are copied into a private temporary directory,
     removed when the block ends; `m.path` is the model inside it.
     """
@@ -282,6 +285,7 @@ def open_verified(
             allow_symlinks=allow_symlinks,
             reader=read_and_keep,
             policy=policy,
+            unsafe_skip_verification=unsafe_skip_verification,
         )
         if isinstance(capture, _SnapshotCapture):
             is_file = capture.names == [names.SINGLE_FILE_NAME]

@@ -6,15 +6,19 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelseal._internal import names
 from modelseal.errors import UsageError
 from modelseal.hashing import Progress, hash_model
 from modelseal.manifest import GIT_PATHS, Manifest, Method, Serialization
 from modelseal.signing import keys
-from modelseal.signing.bundle import Bundle, write_seal
+from modelseal.signing.bundle import Bundle, read_seal, write_seal
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature
-from modelseal.verification import default_seal_path, seal_name_inside
+from modelseal.verification import default_seal_path, seal_name_inside, verify
+
+if TYPE_CHECKING:
+    from modelseal.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -141,4 +145,83 @@ def seal(
         resources=len(manifest.resources),
         signed=signer is not None,
         signer=keys.key_id(signer.public_key) if signer is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """A signature added to (or already on) an existing seal."""
+
+    model: str
+    seal: str
+    model_name: str
+    root_digest: str
+    signer: str
+    added: bool
+    """False when this key had already signed the seal: nothing was written."""
+    signatures: int
+
+
+def sign(
+    model: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | keys.PrivateKey | keys.Signer,
+    public_keys: Iterable[str | os.PathLike[str] | keys.PublicKey] = (),
+    policy: Policy | None = None,
+    allow_unsigned: bool = False,
+    signature: str | os.PathLike[str] | None = None,
+    allow_symlinks: bool = False,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> SignResult:
+    """Co-sign a sealed model: verify it first, then add `key`'s signature to its seal.
+
+    The seal's statement is not rebuilt, so the new signature covers exactly the manifest
+    that was just verified against the files on disk. Existing signatures must verify with
+    `public_keys` (or with the keys of `policy`; its rules are not applied, since a
+    threshold is what co-signing is building up), or pass `allow_unsigned=True` to check
+    the digests only. Signatures are kept in order: the first one (and the bundle's key
+    hint) stays the original sealer's, which is the one upstream `model_signing` checks.
+    """
+    signer = keys.as_signer(key)
+    model_path = Path(model)
+    seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
+    if policy is not None:
+        if allow_unsigned or tuple(public_keys):
+            raise UsageError("give a policy, or public keys / allow_unsigned, not both")
+        public_keys = policy.trusted_keys()
+        if not public_keys:
+            raise UsageError(f"the policy {policy.source} trusts no key that is not revoked")
+    before = read_seal(seal_path) if model_path.exists() else None
+    result = verify(
+        model_path,
+        public_keys=public_keys,
+        allow_unsigned=allow_unsigned,
+        signature=seal_path,
+        allow_symlinks=allow_symlinks,
+        workers=workers,
+        progress=progress,
+    )
+    bundle = read_seal(seal_path)
+    if bundle != before:
+        raise UsageError(f"the seal {seal_path} changed while it was being verified; try again")
+    envelope = bundle.envelope
+    signed_bytes = envelope.signed_bytes()
+    signer_id = keys.key_id(signer.public_key)
+    already = any(
+        keys.verify_signature(signer.public_key, s.sig, signed_bytes) for s in envelope.signatures
+    )
+    if not already:
+        added = Signature(signer.sign(signed_bytes), signer_id)
+        envelope = Envelope(envelope.payload_type, envelope.payload, (*envelope.signatures, added))
+        hint = bundle.key_hint or keys.key_hint(signer.public_key)
+        write_seal(seal_path, Bundle(envelope, hint))
+    return SignResult(
+        model=str(model_path),
+        seal=str(seal_path),
+        model_name=result.model_name,
+        root_digest=result.root_digest,
+        signer=signer_id,
+        added=not already,
+        signatures=len(envelope.signatures),
     )

@@ -29,7 +29,7 @@ from modelseal.errors import (
     UsageError,
 )
 from modelseal.hashing import HashResult, Progress, hash_entries, list_model
-from modelseal.manifest import Manifest, Resource, Serialization
+from modelseal.manifest import GIT_PATHS, Manifest, Resource, Serialization
 from modelseal.signing import keys
 from modelseal.signing.bundle import Bundle, read_seal
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE
@@ -77,11 +77,13 @@ class Verification:
     total_bytes: int
     signed: bool
     signers: tuple[str, ...]
+    skipped: bool = False
+    """True when verification was skipped by the emergency escape: nothing was checked."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["signers"] = list(self.signers)
-        return {"verified": True, **data}
+        return {"verified": not self.skipped, **data}
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,54 @@ def seal_name_inside(model: Path, seal: Path) -> str | None:
     except ValueError:
         return None
     return relative.as_posix()
+
+
+UNSAFE_SKIP_ENV = "MODELSEAL_UNSAFE_SKIP"
+"""Set to 1 to load without verification in an emergency (each use is a CRITICAL audit event)."""
+
+
+def unsafe_skip_requested(explicit: bool = False) -> str | None:
+    """How the emergency skip was asked for (None when it was not). Anything but 0/1 in the
+    environment is an error rather than a guess, so a typo never silently skips."""
+    value = os.environ.get(UNSAFE_SKIP_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise UsageError(f"{UNSAFE_SKIP_ENV} must be 1 (skip verification) or 0, not {value!r}")
+    if explicit:
+        return "unsafe_skip_verification"
+    return f"{UNSAFE_SKIP_ENV}=1" if value == "1" else None
+
+
+def skip_verification(
+    model_path: Path, seal_path: Path, allow_symlinks: bool, reader: Reader, how: str
+) -> Verification:
+    """Read the model through `reader` without checking anything, loudly: a CRITICAL audit
+    event and a line on stderr every time, so the escape is never silent."""
+    audit.emit_skipped(str(model_path), str(seal_path), how)
+    inside = seal_name_inside(model_path, seal_path)
+    serialization = Serialization(
+        allow_symlinks=allow_symlinks,
+        ignore_paths=tuple(sorted({*GIT_PATHS, *([inside] if inside else [])})),
+    )
+    entries = list_model(model_path, serialization)
+    result = reader(entries, serialization, frozenset(entry.name for entry in entries))
+    if result.unreadable:
+        name, reason = next(iter(result.unreadable.items()))
+        raise UsageError(f"cannot read {name} of {model_path}: {reason}")
+    actual = Manifest.build(model_path.name or "model", serialization, result.resources)
+    return Verification(
+        model=str(model_path),
+        seal=str(seal_path),
+        model_name=actual.model_name,
+        root_digest="sha256:" + actual.root_digest.hex(),
+        method=serialization.method.value,
+        hash_type=serialization.hash_type,
+        files=len(actual.files),
+        resources=len(actual.resources),
+        total_bytes=result.total_bytes,
+        signed=False,
+        signers=(),
+        skipped=True,
+    )
 
 
 def trusted_keys(public_keys: Iterable[object], allow_unsigned: bool) -> list[keys.PublicKey]:
@@ -288,6 +338,7 @@ def verify(
     workers: int | None = None,
     progress: Progress | None = None,
     policy: Policy | None = None,
+    unsafe_skip_verification: bool = False,
 ) -> Verification:
     """Verify a sealed model. Returns a `Verification` or raises an `IntegrityError`.
 
@@ -295,6 +346,8 @@ def verify(
     windows, revocations and rules), or `allow_unsigned=True` to check digests only
     (protection against corruption, not against an attacker).
     Every call emits one audit event on the `modelseal.audit` logger.
+    `unsafe_skip_verification=True` (or MODELSEAL_UNSAFE_SKIP=1) checks nothing: an
+    emergency escape, logged as a CRITICAL audit event each time.
     """
 
     def read_in_place(
@@ -310,6 +363,7 @@ def verify(
         allow_symlinks=allow_symlinks,
         reader=read_in_place,
         policy=policy,
+        unsafe_skip_verification=unsafe_skip_verification,
     )
 
 
@@ -322,9 +376,17 @@ def run_verification(
     allow_symlinks: bool,
     reader: Reader,
     policy: Policy | None = None,
+    unsafe_skip_verification: bool = False,
 ) -> Verification:
     """The whole verification around a `reader`: arguments, seal, signature, files, audit."""
     model_path = Path(model)
+    skip = unsafe_skip_requested(unsafe_skip_verification)
+    if skip is not None:
+        # Trust arguments are not even validated: the escape must work when they cannot.
+        if not model_path.exists() and not model_path.is_symlink():
+            raise UsageError(f"model not found: {model_path}")
+        seal_path = Path(signature) if signature is not None else default_seal_path(model_path)
+        return skip_verification(model_path, seal_path, allow_symlinks, reader, skip)
     if policy is not None:
         if allow_unsigned or tuple(public_keys):
             raise UsageError("give a policy, or public keys / allow_unsigned, not both")

@@ -531,3 +531,26 @@ def test_prefix_sets_follow_the_policy(
     np.testing.assert_array_equal(out(ours), exported.expected)
     with pytest.raises(PolicyViolation):
         mmx.symbolblock_imports(exported.symbol, ["data"], exported.params, policy=deny)
+
+
+# --------------------------------------------------------------------------- emergency escape
+
+
+@pytest.mark.parametrize("loader", sorted(SET_LOADERS))
+def test_unsafe_skip_loads_a_changed_set_and_logs_critical(
+    exported: Exported,
+    keypair: KeyPair,
+    loader: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = make_net(2)
+    mmx.export(other, exported.directory / "other", key=keypair.private)
+    (exported.directory / "other-0000.params").replace(exported.params)  # swapped weights
+    refuse(exported, keypair, loader, ModelMismatchError, "changed")
+    monkeypatch.setenv("MODELSEAL_UNSAFE_SKIP", "1")
+    caplog.set_level(logging.INFO, logger="modelseal.audit")
+    assert SET_LOADERS[loader](exported, keypair) is not None
+    skipped = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(skipped) == 1
+    assert skipped[0].modelseal_event["outcome"] == "skipped-unsafe"  # type: ignore[attr-defined]

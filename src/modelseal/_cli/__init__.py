@@ -103,21 +103,51 @@ def _cmd_seal(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from modelseal.errors import IntegrityError, ModelMismatchError
-    from modelseal.verification import verify
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from modelseal.sealing import sign
 
     policy = policy_for(args)
+    with progress_bar(args, "verifying") as progress:
+        result = sign(
+            args.model,
+            key=args.key,
+            public_keys=args.public_key,
+            policy=policy,
+            allow_unsigned=args.allow_unsigned,
+            signature=args.signature,
+            allow_symlinks=args.allow_symlinks,
+            progress=progress,
+        )
+    if args.format is OutputFormat.JSON:
+        print_json(vars(result))
+    if result.added:
+        say(
+            args,
+            f"signed {result.model_name} (root {result.root_digest}) with {result.signer}; "
+            f"the seal {result.seal} now carries {result.signatures} signatures",
+        )
+    else:
+        say(args, f"{result.signer} had already signed {result.seal}; nothing changed")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from modelseal.errors import IntegrityError, ModelMismatchError
+    from modelseal.verification import unsafe_skip_requested, verify
+
+    skip = unsafe_skip_requested(args.unsafe_skip_verification)
+    policy = policy_for(args) if skip is None else None
     try:
         with progress_bar(args, "verifying") as progress:
             result = verify(
                 args.model,
-                public_keys=args.public_key,
+                public_keys=args.public_key if skip is None else (),
                 allow_unsigned=args.allow_unsigned,
                 signature=args.signature,
                 allow_symlinks=args.allow_symlinks,
                 progress=progress,
                 policy=policy,
+                unsafe_skip_verification=skip is not None,
             )
     except IntegrityError as exc:
         if args.format is OutputFormat.JSON and exc.failure is not None:
@@ -131,6 +161,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.format is OutputFormat.JSON:
         print_json(result.to_json())
+    if result.skipped:
+        say(args, f"NOT verified {args.model}: verification was skipped ({skip}); nothing checked")
+        return EXIT_OK
     who = (
         "signed by " + ", ".join(result.signers)
         if result.signed
@@ -238,25 +271,48 @@ def _parser() -> argparse.ArgumentParser:
     add_format(seal)
     seal.set_defaults(func=_cmd_seal)
 
+    def add_trust_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL", help="model file or directory")
+        trust = p.add_mutually_exclusive_group()
+        trust.add_argument(
+            "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
+        )
+        trust.add_argument(
+            "--allow-unsigned",
+            action="store_true",
+            help="check digests only, not who sealed the model",
+        )
+        trust.add_argument(
+            "--policy",
+            metavar="FILE",
+            help="trust policy (TOML); default ./modelseal.toml when no key is given",
+        )
+        p.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
+        p.add_argument(
+            "--allow-symlinks",
+            action="store_true",
+            help="accept symlinks inside the model root if the seal allows them",
+        )
+
+    sign = sub.add_parser(
+        "sign",
+        parents=[common],
+        help="co-sign a sealed model (verified first; the seal is not rebuilt)",
+    )
+    sign.add_argument(
+        "--key", required=True, metavar="KEY", help="private key of the co-signer (PEM)"
+    )
+    add_trust_options(sign)
+    add_format(sign)
+    sign.set_defaults(func=_cmd_sign, public_key=None)
+
     verify = sub.add_parser("verify", parents=[common], help="verify a sealed model")
-    verify.add_argument("model", metavar="MODEL", help="model file or directory")
-    trust = verify.add_mutually_exclusive_group()
-    trust.add_argument(
-        "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
-    )
-    trust.add_argument(
-        "--allow-unsigned", action="store_true", help="check digests only, not who sealed the model"
-    )
-    trust.add_argument(
-        "--policy",
-        metavar="FILE",
-        help="trust policy (TOML); default ./modelseal.toml when no key is given",
-    )
-    verify.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
+    add_trust_options(verify)
     verify.add_argument(
-        "--allow-symlinks",
+        "--unsafe-skip-verification",
         action="store_true",
-        help="accept symlinks inside the model root if the seal allows them",
+        help="EMERGENCY ONLY: check nothing, exit 0, log a CRITICAL audit event "
+        "(also MODELSEAL_UNSAFE_SKIP=1)",
     )
     verify.add_argument("--log-json", metavar="FILE", help="append audit events as JSON lines")
     add_format(verify)
@@ -276,6 +332,7 @@ def _parser() -> argparse.ArgumentParser:
     key_id = key_sub.add_parser("id", parents=[common], help="print the key id of a public key")
     key_id.add_argument("public_key_file", metavar="PUB")
     key_id.set_defaults(func=_cmd_key_id)
+
     return parser
 
 

@@ -63,7 +63,9 @@ from modelseal.verification import (
     default_seal_path,
     finding_kind,
     run_verification,
+    skip_verification,
     trusted_keys,
+    unsafe_skip_requested,
 )
 
 if TYPE_CHECKING:
@@ -244,15 +246,27 @@ def _verify_set(
     pset: _PrefixSet, trust: Trust, required: Collection[str], reader: Reader
 ) -> Verification:
     """Check the seal of a prefix set, then read its members (only them) through `reader`."""
+    seal_path = Path(trust.signature) if trust.signature is not None else pset.seal_path
+    if not pset.directory.is_dir():
+        raise UsageError(f"model not found: no directory {pset.directory}")
+    skip = unsafe_skip_requested()
+    if skip is not None:
+        wanted = frozenset(required)
+        return skip_verification(
+            pset.directory,
+            seal_path,
+            False,
+            lambda entries, serialization, _: reader(
+                [entry for entry in entries if entry.name in wanted], serialization
+            ),
+            skip,
+        )
     if trust.policy is not None:
         if trust.public_keys or trust.allow_unsigned:
             raise UsageError("give a policy, or public keys / allow_unsigned, not both")
         trusted = list(trust.policy.trusted_keys())
     else:
         trusted = trusted_keys(trust.public_keys, trust.allow_unsigned)
-    seal_path = Path(trust.signature) if trust.signature is not None else pset.seal_path
-    if not pset.directory.is_dir():
-        raise UsageError(f"model not found: no directory {pset.directory}")
     failure = Failure(pset.prefix, str(seal_path), ())
     try:
         manifest, signers = check_bundle(
