@@ -81,16 +81,6 @@ def test_revoked_key_is_refused_even_if_listed(
         modelseal.verify(model, policy=Policy.load(path))
 
 
-def test_required_provenance_fails_closed_until_it_can_be_checked(
-    model: Path, keypair: KeyPair, tmp_path: Path
-) -> None:
-    modelseal.seal(model, key=keypair.private)
-    path = write_policy(tmp_path / "p.toml", keypair)
-    path.write_text(path.read_text() + "require_provenance = true\n")
-    with pytest.raises(PolicyViolation, match="provenance"):
-        modelseal.verify(model, policy=Policy.load(path))
-
-
 def test_policy_and_keys_are_exclusive(model: Path, keypair: KeyPair, tmp_path: Path) -> None:
     policy = Policy.load(write_policy(tmp_path / "p.toml", keypair))
     with pytest.raises(modelseal.UsageError, match="not both"):

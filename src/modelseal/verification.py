@@ -43,7 +43,7 @@ class Finding:
     """One reason a verification failed."""
 
     kind: str
-    """changed | missing | extra | unreadable | unsafe | seal | signature"""
+    """changed | missing | extra | unreadable | unsafe | seal | signature | policy | provenance"""
     detail: str
     name: str | None = None
     expected: str | None = None
@@ -435,30 +435,35 @@ class _Context:
         )
 
 
-def apply_policy(policy: Policy, manifest: Manifest, signers: tuple[str, ...]) -> None:
-    """Refuse (PolicyViolation) unless the policy allows these signers for this model now."""
-    from modelseal.policy import PolicyViolation
+def apply_policy(
+    policy: Policy, manifest: Manifest, signers: tuple[str, ...], seal_path: Path
+) -> None:
+    """Refuse (PolicyViolation) unless the policy allows these signers for this model now,
+    and, when a covering rule requires it, the provenance beside the seal holds its claims."""
+    from modelseal import provenance
 
-    decision = policy.check(
-        manifest.model_name, signers, manifest.serialization.hash_type, datetime.now(timezone.utc)
-    )
+    now = datetime.now(timezone.utc)
+    decision = policy.check(manifest.model_name, signers, manifest.serialization.hash_type, now)
     if decision.require_provenance:
-        # Fail closed until provenance checking lands: a requirement nobody checks is a pass.
-        raise PolicyViolation(
-            dataclasses.replace(
-                decision,
-                allowed=False,
-                reasons=("the policy requires provenance, which this version cannot check yet",),
-            )
+        provenance.check_for_policy(
+            policy,
+            model_name=manifest.model_name,
+            root_digest=manifest.root_digest,
+            provenance_path=provenance.provenance_path_for(seal_path),
+            claims=decision.provenance,
+            now=now,
         )
 
 
 def finding_kind(exc: IntegrityError) -> str:
     """The finding kind that names an error raised before any file was compared."""
     from modelseal.policy import PolicyViolation
+    from modelseal.provenance import ProvenanceError
 
     if isinstance(exc, PolicyViolation):
         return "policy"
+    if isinstance(exc, ProvenanceError):
+        return "provenance"
     if isinstance(exc, SignatureError):
         return "signature"
     if isinstance(exc, UnsafeModelError):
@@ -484,7 +489,7 @@ def _verify(
     context.expected_root = "sha256:" + manifest.root_digest.hex()
     context.signers = signers
     if policy is not None:
-        apply_policy(policy, manifest, signers)
+        apply_policy(policy, manifest, signers, seal_path)
 
     sealed = manifest.serialization
     ignored = set(sealed.ignore_paths)

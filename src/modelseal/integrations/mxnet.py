@@ -279,7 +279,7 @@ def _verify_set(
             signers=signers,
         )
         if trust.policy is not None:
-            apply_policy(trust.policy, manifest, signers)
+            apply_policy(trust.policy, manifest, signers, seal_path)
         sealed = manifest.files
         problem = pset.shape_problem(sealed)
         if problem is not None:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Deploy a model only if it verifies against the deployment's trust policy.
+#
+#   examples/deployment/deploy_model.sh MODEL_DIR POLICY DEST_DIR [AUDIT_LOG]
+#
+# The policy (pinned in the deployment's own repository, out of reach of whoever can write the
+# model store) says which keys may sign which model names, how many must agree, and which
+# provenance claims (builder, source repository, dataset digests) must hold. Any failure: the
+# model is not copied, the reason is printed, the exit code is 1. The copy is verified again
+# where it lands (a private temporary directory renamed into place), so what runs is what was
+# checked.
+set -euo pipefail
+
+if [ $# -lt 3 ]; then
+    echo "usage: $0 MODEL_DIR POLICY DEST_DIR [AUDIT_LOG]" >&2
+    exit 2
+fi
+model=$1 policy=$2 dest=$3 audit=${4:-deploy-audit.jsonl}
+modelseal=${MODELSEAL:-modelseal}
+
+refuse() {
+    echo "deploy: REFUSED to deploy $model: $1" >&2
+    exit 1
+}
+
+echo "deploy: verifying $model against $policy" >&2
+"$modelseal" verify "$model" --policy "$policy" --log-json "$audit" \
+    || refuse "the model does not verify against the policy (see above)"
+"$modelseal" provenance verify "$model" --policy "$policy" \
+    || refuse "its training provenance does not verify (see above)"
+
+staging=$(mktemp -d "$(dirname "$dest")/.deploy-XXXXXX")
+trap 'rm -rf "$staging"' EXIT
+cp -a "$model/." "$staging/"
+"$modelseal" verify "$staging" --policy "$policy" --log-json "$audit" --quiet \
+    || refuse "the copied model changed on the way"
+rm -rf "$dest.old"
+if [ -e "$dest" ]; then mv "$dest" "$dest.old"; fi
+mv "$staging" "$dest"
+trap - EXIT
+rm -rf "$dest.old"
+echo "deploy: deployed $model to $dest" >&2
