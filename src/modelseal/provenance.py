@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import socket
-import stat
 import subprocess
 import sys
 import uuid
@@ -40,7 +39,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from modelseal.errors import IntegrityError, SignatureError, UsageError
 from modelseal.signing import keys
-from modelseal.signing.bundle import MAX_SEAL_BYTES, Bundle, write_seal
+from modelseal.signing.bundle import Bundle, write_seal
+from modelseal.signing.bundle import read_bundle as bundle_file
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature
 
 if TYPE_CHECKING:
@@ -420,26 +420,9 @@ def check_provenance(
             f"no trusted key may vouch for the provenance of model {model_name!r} "
             "(none given, or none listed for it, valid now and not revoked)"
         )
-    signed = envelope.signed_bytes()
-    signers = tuple(
-        dict.fromkeys(
-            keys.key_id(key)
-            for signature in envelope.signatures
-            for key in trusted
-            if keys.verify_signature(key, signature.sig, signed)
-        )
-    )
+    signers = bundle.verified_by(trusted)
     if not signers:
-        hints = {keys.key_hint(key) for key in trusted}
-        if bundle.key_hint is not None and bundle.key_hint not in hints:
-            raise ProvenanceError(
-                f"the provenance was signed by a key that is not trusted "
-                f"(key hint {bundle.key_hint})"
-            )
-        raise ProvenanceError(
-            "no signature on the provenance verifies with a trusted key "
-            "(changed after signing, or signed by another key)"
-        )
+        raise ProvenanceError(bundle.unverified_reason(trusted, "the provenance"))
     provenance = parse_statement(_statement_of(bundle), signers)
     if provenance.model_name != model_name:
         raise ProvenanceError(
@@ -474,33 +457,7 @@ def check_provenance(
 
 def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Read a provenance bundle file: bounded, regular files only, strictly parsed."""
-    target = Path(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(target, flags)
-    except FileNotFoundError:
-        raise ProvenanceError(f"no provenance at {target}") from None
-    except OSError as exc:
-        raise ProvenanceError(f"cannot read the provenance {target}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ProvenanceError(f"the provenance {target} is not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            raw = handle.read(MAX_SEAL_BYTES + 1)
-    except OSError as exc:
-        raise ProvenanceError(f"cannot read the provenance {target}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_SEAL_BYTES:
-        raise ProvenanceError(f"the provenance {target} is larger than {MAX_SEAL_BYTES} bytes")
-    if not raw.strip():
-        raise ProvenanceError(f"the provenance {target} is empty")
-    try:
-        return Bundle.from_json(raw)
-    except ValueError as exc:
-        reason = re.sub(r"\bthe seal\b", "the file", str(exc))
-        raise ProvenanceError(f"malformed provenance {target}: {reason}") from None
+    return bundle_file(path, "provenance", ProvenanceError)
 
 
 def read_provenance(path: str | os.PathLike[str]) -> Provenance:
@@ -971,7 +928,7 @@ class record:
             dataclasses.replace(envelope, signatures=(signature,)),
             keys.key_hint(signer.public_key),
         )
-        write_seal(path, bundle)
+        write_seal(path, bundle, "provenance")
         parsed = parse_statement(json.loads(payload), (keys.key_id(signer.public_key),))
         run.result = RecordResult(sealed, path, parsed)
         return run.result

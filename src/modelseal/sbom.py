@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shlex
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelseal import __version__
 from modelseal._internal import names
+from modelseal._internal.files import write_atomic
 from modelseal.errors import IntegrityError, UsageError
 from modelseal.hashing import HashResult, hash_entries
 from modelseal.manifest import Method, Resource, Serialization
@@ -443,26 +443,5 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def write_sbom(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
-    """Write the SBOM atomically (a temporary file beside the target, then a rename), so a
-    reader never sees half a document and a failure leaves any earlier file intact."""
-    target = Path(path)
-    data = (json.dumps(document, indent=2) + "\n").encode()
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".modelseal-", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write the SBOM {target}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UsageError(f"cannot write the SBOM {target}: {exc.strerror}") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the SBOM atomically, so a reader never sees half a document."""
+    write_atomic(path, (json.dumps(document, indent=2) + "\n").encode(), "the SBOM")

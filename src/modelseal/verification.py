@@ -226,25 +226,9 @@ def check_bundle(
             raise SignatureError("no trusted key is left to check the seal with (all revoked?)")
         if not envelope.signatures:
             raise SignatureError("the seal carries no signature")
-        signed = envelope.signed_bytes()
-        signers = tuple(
-            dict.fromkeys(
-                keys.key_id(key)
-                for signature in envelope.signatures
-                for key in trusted
-                if keys.verify_signature(key, signature.sig, signed)
-            )
-        )
+        signers = bundle.verified_by(trusted)
         if not signers:
-            hints = {keys.key_hint(key) for key in trusted}
-            if bundle.key_hint is not None and bundle.key_hint not in hints:
-                raise SignatureError(
-                    f"the seal was signed by a key that is not trusted (key hint {bundle.key_hint})"
-                )
-            raise SignatureError(
-                "no signature on the seal verifies with a trusted key "
-                "(the seal was changed after signing, or signed by another key)"
-            )
+            raise SignatureError(bundle.unverified_reason(trusted, "the seal"))
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:  # pragma: no cover - parser refuses it
         raise SealError(f"unexpected payload type {envelope.payload_type}")
     try:

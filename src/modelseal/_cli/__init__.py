@@ -22,6 +22,7 @@ from modelseal._cli._output import (
     OutputFormat,
     Parser,
     add_format,
+    add_trust_options,
     policy_for,
     positive_int,
     print_json,
@@ -270,29 +271,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_format(seal)
     seal.set_defaults(func=_cmd_seal)
-
-    def add_trust_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("model", metavar="MODEL", help="model file or directory")
-        trust = p.add_mutually_exclusive_group()
-        trust.add_argument(
-            "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
-        )
-        trust.add_argument(
-            "--allow-unsigned",
-            action="store_true",
-            help="check digests only, not who sealed the model",
-        )
-        trust.add_argument(
-            "--policy",
-            metavar="FILE",
-            help="trust policy (TOML); default ./modelseal.toml when no key is given",
-        )
-        p.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
-        p.add_argument(
-            "--allow-symlinks",
-            action="store_true",
-            help="accept symlinks inside the model root if the seal allows them",
-        )
 
     sign = sub.add_parser(
         "sign",

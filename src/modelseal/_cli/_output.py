@@ -75,3 +75,28 @@ def policy_for(args: argparse.Namespace) -> Any:
         f"no trust given: pass --public-key, --policy, or --allow-unsigned "
         f"(or put a {DEFAULT_POLICY_FILE} here)"
     )
+
+
+def add_trust_options(p: argparse.ArgumentParser) -> None:
+    """MODEL and how to trust its seal: --public-key, --allow-unsigned or --policy."""
+    p.add_argument("model", metavar="MODEL", help="model file or directory")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
+    )
+    trust.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="check digests only, not who sealed the model",
+    )
+    trust.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="trust policy (TOML); default ./modelseal.toml when no key is given",
+    )
+    p.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
+    p.add_argument(
+        "--allow-symlinks",
+        action="store_true",
+        help="accept symlinks inside the model root if the seal allows them",
+    )

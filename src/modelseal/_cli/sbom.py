@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from modelseal._cli._output import EXIT_FAILED, EXIT_OK, print_json, say
+from modelseal._cli._output import EXIT_FAILED, EXIT_OK, add_trust_options, print_json, say
 
 
 def _cmd_sbom(args: argparse.Namespace) -> int:
@@ -61,31 +61,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="write a CycloneDX 1.6 SBOM of a sealed model (files, datasets, provenance)",
     )
-    sbom.add_argument("model", metavar="MODEL", help="model file or directory")
-    trust = sbom.add_mutually_exclusive_group()
-    trust.add_argument(
-        "--public-key", action="append", metavar="PUB", help="trusted public key; repeatable"
-    )
-    trust.add_argument(
-        "--policy",
-        metavar="FILE",
-        help="trust policy (TOML); default ./modelseal.toml when no key is given",
-    )
-    trust.add_argument(
-        "--allow-unsigned",
-        action="store_true",
-        help="do not check signatures (the files are still compared with the seal)",
-    )
-    sbom.add_argument("--signature", metavar="PATH", help="seal path (default as for seal)")
+    add_trust_options(sbom)
     sbom.add_argument(
         "--provenance",
         metavar="PATH",
         help="provenance file (default: the seal path with .sig replaced by .provenance.sig)",
-    )
-    sbom.add_argument(
-        "--allow-symlinks",
-        action="store_true",
-        help="accept symlinks inside the model root if the seal allows them",
     )
     sbom.add_argument(
         "--output", "-o", metavar="FILE", help="write the SBOM here (atomically), not to stdout"

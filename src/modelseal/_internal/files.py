@@ -1,8 +1,10 @@
-"""Reading small trusted-input files (keys, policies) with a size cap checked before parsing."""
+"""Small files: reading trusted input with a cap checked before parsing, writing atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 
 from modelseal.errors import UsageError
 
@@ -24,3 +26,33 @@ def read_capped(
     if len(data) > limit:
         raise error(f"{what} {path} is larger than {limit} bytes")
     return data
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, what: str, mode: int = 0o644) -> None:
+    """Write `data` to a temporary file beside `path`, fsync, then rename over it, so a reader
+    never sees half a file and a failure leaves any earlier file intact."""
+    target = os.fspath(path)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=".modelseal-", suffix=".tmp", dir=os.path.dirname(target) or "."
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write {what} {target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as exc:
+        _remove(tmp)
+        raise UsageError(f"cannot write {what} {target}: {exc.strerror}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
