@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -507,3 +508,74 @@ def test_policy_error_is_a_usage_error() -> None:
     assert issubclass(PolicyError, UsageError)
     assert not issubclass(PolicyError, IntegrityError)
     assert issubclass(PolicyViolation, IntegrityError)
+
+
+# --------------------------------------------------------------------------- [sources]
+
+SOURCES = """
+[sources]
+allow = [
+    "https://models.example.com/zoo/*",
+    "https://*.cdn.example.org/weights/*.params",
+    "http://127.0.0.1:8080/*",
+]
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://models.example.com/zoo/resnet50.zip", True),
+        ("https://models.example.com/zoo/a/b/c.bin?rev=1", True),
+        ("https://models.example.com/other/resnet50.zip", False),
+        ("https://models.example.com.evil.net/zoo/resnet50.zip", False),
+        ("https://evil.net/zoo/resnet50.zip#https://models.example.com/zoo/x", False),
+        ("https://user:pw@models.example.com/zoo/resnet50.zip", False),
+        ("https://models.example.com/zoo/../secret/x.zip", False),
+        ("https://models.example.com/zoo/%2e%2e/secret/x.zip", False),
+        ("https://models.example.com:8443/zoo/resnet50.zip", False),
+        ("https://models.example.com:443/zoo/resnet50.zip", True),
+        ("http://models.example.com/zoo/resnet50.zip", False),
+        ("https://eu.cdn.example.org/weights/r50.params", True),
+        ("https://cdn.example.org/weights/r50.params", False),
+        ("https://eu.cdn.example.org/weights/r50.json", False),
+        ("http://127.0.0.1:8080/model.bin", True),
+        ("http://127.0.0.1:9090/model.bin", False),
+        ("not a url", False),
+    ],
+)
+def test_sources_allow(policy_dir: Path, url: str, allowed: bool) -> None:
+    policy = Policy.from_toml(SOURCES, policy_dir)
+    assert (policy.source_allowed(url) is not None) is allowed
+
+
+def test_a_sources_only_policy_allows_downloads_and_no_model(policy_dir: Path) -> None:
+    policy = Policy.from_toml(SOURCES, policy_dir)
+    assert policy.rules == ()
+    assert policy.describe()["sources"] == list(policy.sources or ())
+    decision = policy.decide("any", (), "sha256", datetime.now(timezone.utc))
+    assert not decision.allowed
+
+
+def test_a_policy_without_sources_allows_no_download(
+    policy_dir: Path, key_files: dict[str, Key]
+) -> None:
+    policy = Policy.from_toml(MINIMAL_SIGNER + MINIMAL_RULE, policy_dir)
+    assert policy.source_allowed("https://models.example.com/zoo/x") is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("http://models.example.com/*", "plain http is allowed only for a loopback host"),
+        ("ftp://models.example.com/*", "must be an https:// URL pattern"),
+        ("https://*/*", "the host must be literal"),
+        ("https://mod*.example.com/*", "the host must be literal"),
+        ("https://*.com/*", "the host must be literal"),
+        ("https://u:p@models.example.com/*", "must not contain credentials"),
+        ("https:///path/*", "with a host"),
+    ],
+)
+def test_bad_source_patterns_are_refused(policy_dir: Path, pattern: str, problem: str) -> None:
+    with pytest.raises(PolicyError, match=re.escape(problem)):
+        Policy.from_toml(f'[sources]\nallow = ["{pattern}"]\n', policy_dir)

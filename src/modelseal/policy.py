@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -157,6 +158,8 @@ class Policy:
     rules: tuple[Rule, ...]
     revoked: frozenset[str] = frozenset()
     source: str = "<policy>"
+    sources: tuple[str, ...] | None = None
+    """`[sources] allow` URL patterns for downloads; None when the policy has no [sources]."""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Policy:
@@ -177,6 +180,14 @@ class Policy:
         if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_FILE:
             raise PolicyError(f"policy {source} is larger than {MAX_POLICY_FILE} bytes")
         return _Parser(source, Path(base_dir)).parse(_parse_toml(text, source))
+
+    def source_allowed(self, url: str) -> str | None:
+        """The `[sources] allow` pattern that admits `url`, or None (also when the policy has
+        no [sources]: a policy that says nothing about downloads allows none)."""
+        for pattern in self.sources or ():
+            if url_matches(url, pattern):
+                return pattern
+        return None
 
     def trusted_keys(self) -> tuple[keys.PublicKey, ...]:
         """The public keys of all non-revoked signers: what signatures are checked against."""
@@ -308,6 +319,7 @@ class Policy:
                 for s in self.signers
             ],
             "revoked": sorted(self.revoked),
+            "sources": list(self.sources) if self.sources is not None else None,
             "rules": [
                 {
                     "models": list(r.models),
@@ -320,6 +332,63 @@ class Policy:
                 for r in self.rules
             ],
         }
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def source_pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` cannot be a source pattern (None when it can): https, a literal host
+    (or `*.domain`), an optional port, a path glob; plain http only for a loopback host."""
+    try:
+        parts = urlsplit(pattern)
+        port = parts.port
+    except ValueError:
+        return f"{pattern!r} is not a URL pattern"
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        return f"{pattern!r} must be an https:// URL pattern with a host"
+    if parts.scheme == "http" and host not in _LOOPBACK_HOSTS:
+        return f"{pattern!r}: plain http is allowed only for a loopback host (tests)"
+    if parts.username is not None or parts.password is not None:
+        return f"{pattern!r} must not contain credentials"
+    wildcard = host.startswith("*.")
+    if any(c in host[2 if wildcard else 0 :] for c in "*?[]") or (wildcard and "." not in host[2:]):
+        return f"{pattern!r}: the host must be literal, or '*.' before a domain"
+    if port == 0:
+        return f"{pattern!r} has an invalid port"
+    if parts.fragment:
+        return f"{pattern!r} must not contain a fragment"
+    return None
+
+
+def url_matches(url: str, pattern: str) -> bool:
+    """Whether `url` lies under `pattern`: same scheme, host (a `*.` pattern matches
+    subdomains only), port and a path (with its query) matching the glob. A URL with
+    credentials or a `..` segment never matches, whatever the pattern says."""
+    try:
+        have, want = urlsplit(url), urlsplit(pattern)
+        have_port, want_port = have.port, want.port
+    except ValueError:
+        return False
+    if have.username is not None or have.password is not None or have.fragment:
+        return False
+    host, pattern_host = (have.hostname or ""), (want.hostname or "")
+    if have.scheme != want.scheme or not host:
+        return False
+    if pattern_host.startswith("*."):
+        if not host.endswith(pattern_host[1:]) or host == pattern_host[2:]:
+            return False
+    elif host != pattern_host:
+        return False
+    default = 443 if have.scheme == "https" else 80
+    if (have_port or default) != (want_port or default):
+        return False
+    segments = unquote(have.path).split("/")
+    if ".." in segments or "." in segments:
+        return False
+    target = have.path + (f"?{have.query}" if have.query else "")
+    return fnmatch.fnmatchcase(target, want.path + (f"?{want.query}" if want.query else ""))
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -390,7 +459,14 @@ class _Parser:
         return value
 
     def parse(self, data: Mapping[str, Any]) -> Policy:
-        self.table(data, "policy", ("signers", "revoked", "rules"), ("signers", "rules"))
+        self.table(data, "policy", ("signers", "revoked", "rules", "sources"))
+        sources = self.sources(data["sources"]) if "sources" in data else None
+        if "rules" not in data and "signers" not in data and sources is not None:
+            # A policy for downloads only: it allows no model to load (no rule covers any).
+            return Policy((), (), self.revoked(data.get("revoked", {})), self.source, sources)
+        for key in ("signers", "rules"):
+            if key not in data:
+                raise self.fail("policy", f"missing required key {key!r}")
         revoked = self.revoked(data.get("revoked", {}))
         signers = tuple(
             self.signer(item, f"signers[{i}]")
@@ -411,7 +487,16 @@ class _Parser:
             self.rule(item, f"rules[{i}]", by_name)
             for i, item in enumerate(self.tables(data["rules"], "rules"))
         )
-        return Policy(signers, rules, revoked, self.source)
+        return Policy(signers, rules, revoked, self.source, sources)
+
+    def sources(self, value: object) -> tuple[str, ...]:
+        table = self.table(value, "sources", ("allow",), ("allow",))
+        patterns = self.strings(table["allow"], "sources.allow")
+        for i, pattern in enumerate(patterns):
+            problem = source_pattern_problem(pattern)
+            if problem is not None:
+                raise self.fail(f"sources.allow[{i}]", problem)
+        return patterns
 
     def revoked(self, value: object) -> frozenset[str]:
         table = self.table(value, "revoked", ("key_ids",))
@@ -551,4 +636,6 @@ __all__ = [
     "ProvenanceClaims",
     "Rule",
     "Signer",
+    "source_pattern_problem",
+    "url_matches",
 ]
