@@ -35,6 +35,18 @@ _EXPORTS = {
     "Manifest": "modelseal.manifest",
     "Resource": "modelseal.manifest",
     "Serialization": "modelseal.manifest",
+    "fetch": "modelseal.fetch",
+    "FetchResult": "modelseal.fetch",
+    "DigestMismatch": "modelseal.fetch",
+    "DownloadError": "modelseal.fetch",
+    "SourceNotAllowed": "modelseal.fetch",
+    "UnsafeArchiveError": "modelseal.fetch",
+    "Lock": "modelseal.lock",
+    "LockedModel": "modelseal.lock",
+    "LockError": "modelseal.lock",
+    "Cache": "modelseal.cache",
+    "Provenance": "modelseal.provenance",
+    "ProvenanceError": "modelseal.provenance",
     "Error": "modelseal.errors",
     "UsageError": "modelseal.errors",
     "IntegrityError": "modelseal.errors",
@@ -45,26 +57,38 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Cache",
+    "DigestMismatch",
+    "DownloadError",
     "Error",
     "Failure",
+    "FetchResult",
     "Finding",
     "IntegrityError",
+    "Lock",
+    "LockError",
+    "LockedModel",
     "Manifest",
     "ModelMismatchError",
     "Policy",
     "PolicyError",
     "PolicyViolation",
+    "Provenance",
+    "ProvenanceError",
     "Resource",
     "SealError",
     "SealResult",
     "Serialization",
     "SignResult",
     "SignatureError",
+    "SourceNotAllowed",
+    "UnsafeArchiveError",
     "UnsafeModelError",
     "UsageError",
     "Verification",
     "VerifiedModel",
     "__version__",
+    "fetch",
     "hash_model",
     "open_verified",
     "seal",
@@ -73,6 +97,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from modelseal.cache import Cache
     from modelseal.errors import (
         Error,
         IntegrityError,
@@ -82,10 +107,20 @@ if TYPE_CHECKING:
         UnsafeModelError,
         UsageError,
     )
+    from modelseal.fetch import (
+        DigestMismatch,
+        DownloadError,
+        FetchResult,
+        SourceNotAllowed,
+        UnsafeArchiveError,
+        fetch,
+    )
     from modelseal.hashing import hash_model
     from modelseal.loading import VerifiedModel, open_verified
+    from modelseal.lock import Lock, LockedModel, LockError
     from modelseal.manifest import Manifest, Resource, Serialization
     from modelseal.policy import Policy, PolicyError, PolicyViolation
+    from modelseal.provenance import Provenance, ProvenanceError
     from modelseal.sealing import SealResult, SignResult, seal, sign
     from modelseal.verification import Failure, Finding, Verification, verify
 

@@ -310,10 +310,12 @@ def _parser() -> argparse.ArgumentParser:
     key_id = key_sub.add_parser("id", parents=[common], help="print the key id of a public key")
     key_id.add_argument("public_key_file", metavar="PUB")
     key_id.set_defaults(func=_cmd_key_id)
-    from modelseal._cli import provenance, sbom
+    from modelseal._cli import fetch, lock, provenance, sbom
 
     provenance.register(sub, common)
     sbom.register(sub, common)
+    lock.register(sub, common)
+    fetch.register(sub, common)
     return parser
 
 

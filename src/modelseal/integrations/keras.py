@@ -208,3 +208,55 @@ def save_model(
     if not os.path.exists(filepath):
         raise UsageError(f"Keras wrote nothing at {filepath}")
     return seal_saved(filepath, key, signature)
+
+
+def get_file(
+    fname: str | None = None,
+    origin: str | None = None,
+    file_hash: str | None = None,
+    *,
+    lock: Any = None,
+    policy: Policy | None = None,
+    snapshot_dir: PathLike | None = None,
+    **keras_kwargs: Any,
+) -> str:
+    """`keras.utils.get_file`, plus a full SHA-256 pin for `origin` from the lock.
+
+    Keras downloads (or serves from its cache) and runs its own check of `file_hash`
+    (md5 or sha256) when one is given; then the file is hashed again on every call,
+    cached or not, against the lock's pin for `origin` (`lock`: a `Lock`, a path, or
+    None for ./models.lock). No pin: `UnpinnedDownloadError` before anything is
+    downloaded, unless the entry is TOFU (its first digest is recorded in the lock).
+    The path returned is a private copy (0700 directory, removed at exit) of the bytes
+    that were hashed, not Keras' cache file. With `extract=True` the archive is
+    checked, then extracted safely from that copy; the path is the extracted directory.
+    """
+    from modelseal.errors import ModelMismatchError
+    from modelseal.integrations import zoo
+
+    keras = require("keras", "keras")
+    if not isinstance(origin, str) or not origin:
+        raise UsageError("get_file needs origin= (the URL of the file)")
+    extract = bool(keras_kwargs.pop("extract", False)) | bool(keras_kwargs.pop("untar", False))
+    if keras_kwargs.pop("archive_format", "auto") not in ("auto", "tar", "zip"):
+        raise UsageError("get_file: archive_format is 'auto', 'tar' or 'zip'")
+    zoo.check_source(origin, policy)
+    source = zoo.LockSource.of(lock)
+    decision = zoo.decide_pin(source.entry_for(origin), origin, zoo_check="keras' file_hash check")
+    try:
+        path = keras.utils.get_file(fname, origin, file_hash=file_hash, **keras_kwargs)
+    except ValueError as exc:
+        if "hash" in str(exc):
+            raise ModelMismatchError(f"keras' own hash check refused {origin}: {exc}") from None
+        raise UsageError(f"keras could not fetch {origin}: {exc}") from None
+    except TypeError as exc:
+        raise UsageError(f"get_file: {exc}") from None
+    except Exception as exc:  # keras wraps HTTP and URL errors in Exception
+        raise UsageError(f"keras could not fetch {origin}: {exc}") from None
+    with zoo.verify_download(
+        path, decision, source, snapshot=True, snapshot_dir=snapshot_dir, keep=True
+    ) as found:
+        assert found.path is not None
+        if not extract:
+            return os.fspath(found.path)
+        return os.fspath(zoo.extract_snapshot(found.path))
