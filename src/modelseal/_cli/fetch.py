@@ -44,7 +44,7 @@ def _retries(text: str) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from modelseal.fetch import fetch
+    from modelseal.fetch import DEFAULT_MAX_BYTES, fetch
     from modelseal.policy import Policy
 
     policy = Policy.load(args.policy) if args.policy else None
@@ -58,7 +58,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
             trust_on_first_use=args.trust_on_first_use,
             extract=False if args.no_extract else None,
             key=args.key,
-            max_bytes=args.max_size,
+            max_bytes=args.max_size if args.max_size is not None else DEFAULT_MAX_BYTES,
             retries=args.retries,
             timeout=args.timeout,
             allow_http_loopback=args.allow_http_loopback,
@@ -89,8 +89,6 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the `fetch` command to the `modelseal` parser."""
-    from modelseal._internal.download import DEFAULT_MAX_BYTES
-
     fetch = sub.add_parser(
         "fetch",
         parents=[common],
@@ -126,7 +124,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     fetch.add_argument(
         "--max-size",
         type=byte_size,
-        default=DEFAULT_MAX_BYTES,
         metavar="N",
         help="refuse downloads (and extracted archives) larger than N bytes (500M, 2G; "
         "default 64G)",

@@ -49,8 +49,10 @@ def _cache(args: argparse.Namespace) -> Cache:
 
 
 def _load_lock(args: argparse.Namespace, *, missing_ok: bool = False) -> Lock:
-    from modelseal.lock import Lock
+    from modelseal.lock import DEFAULT_LOCK_FILE, Lock
 
+    if args.lock is None:
+        args.lock = DEFAULT_LOCK_FILE  # resolved here: building the parser must stay light
     path = Path(args.lock)
     if missing_ok and not path.exists():
         return Lock(path=path)
@@ -249,15 +251,11 @@ def junit_xml(checks: list[LockCheck], lock_name: str) -> str:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the `lock` command group (add, sync, verify) to the main parser."""
-    from modelseal.lock import DEFAULT_LOCK_FILE
-
     group = sub.add_parser("lock", help="models.lock: pinned downloads and the verified cache")
     group_sub = group.add_subparsers(dest="lock_command", required=True, parser_class=Parser)
 
     def lock_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--lock", default=DEFAULT_LOCK_FILE, metavar="FILE", help="default: ./models.lock"
-        )
+        p.add_argument("--lock", metavar="FILE", help="default: ./models.lock")
         p.add_argument(
             "--cache",
             metavar="DIR",
