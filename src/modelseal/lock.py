@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from modelseal._internal import names as _names
 from modelseal._internal.files import read_capped, write_atomic
+from modelseal._internal.toml import one_line, parse_toml
 from modelseal.cache import Cache, model_digest, normalize_hex
 from modelseal.errors import Error, IntegrityError, ModelMismatchError, UsageError
 
@@ -336,27 +336,12 @@ class Lock:
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            raise LockError("reading a lock on Python 3.10 needs the tomli package") from None
-    try:
-        data: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LockError(f"lock {source} is not valid TOML: {_one_line(str(exc))}") from None
-    return data
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return parse_toml(text, "lock", source, LockError)
 
 
 def _parse(data: Mapping[str, Any], source: str) -> Lock:
     def fail(entry: str, problem: str) -> LockError:
-        return LockError(_one_line(f"lock {source}: {entry}: {problem}"))
+        return LockError(one_line(f"lock {source}: {entry}: {problem}"))
 
     unknown = sorted(set(data) - {"version", "models"})
     if unknown:
@@ -510,8 +495,8 @@ def resolve(
                 return _from_mirror(locked, url, cache, stage, extract, fetch_options, failures)
             except Error as exc:
                 failures.append((url, exc))
-                logger.info("%s: mirror %s failed: %s", locked.name, url, _one_line(str(exc)))
-    lines = tuple(f"{url}: {_one_line(str(exc))}" for url, exc in failures)
+                logger.info("%s: mirror %s failed: %s", locked.name, url, one_line(str(exc)))
+    lines = tuple(f"{url}: {one_line(str(exc))}" for url, exc in failures)
     found = _from_cache(locked, cache, extract)
     if found is not None:
         logger.warning(
@@ -639,7 +624,7 @@ def _summarize(locked: LockedModel, failures: Sequence[tuple[str, Error]]) -> Er
 
     return DownloadError(
         f"lock entry {locked.name!r}: every source failed: "
-        + "; ".join(f"{url}: {_one_line(str(exc))}" for url, exc in failures)
+        + "; ".join(f"{url}: {one_line(str(exc))}" for url, exc in failures)
     )
 
 

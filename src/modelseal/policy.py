@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from modelseal._internal.files import read_capped
+from modelseal._internal.toml import one_line, parse_toml
 from modelseal.errors import IntegrityError, UsageError
 from modelseal.manifest import ALGORITHMS, WEAK_ALGORITHMS
 from modelseal.signing import keys
@@ -392,22 +392,7 @@ def url_matches(url: str, pattern: str) -> bool:
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            raise PolicyError("reading a policy on Python 3.10 needs the tomli package") from None
-    try:
-        data: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy {source} is not valid TOML: {_one_line(str(exc))}") from None
-    return data
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return parse_toml(text, "policy", source, PolicyError)
 
 
 class _Parser:
@@ -418,7 +403,7 @@ class _Parser:
         self.base_dir = base_dir
 
     def fail(self, entry: str, problem: str) -> PolicyError:
-        return PolicyError(_one_line(f"policy {self.source}: {entry}: {problem}"))
+        return PolicyError(one_line(f"policy {self.source}: {entry}: {problem}"))
 
     def table(
         self, value: object, entry: str, allowed: Iterable[str], required: Iterable[str] = ()
