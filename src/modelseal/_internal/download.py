@@ -14,10 +14,12 @@ import hashlib
 import hmac
 import logging
 import os
+import queue
 import random
 import re
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,6 +168,42 @@ class _State:
         self.total = None
         self.validator = None
         self.resumed = False
+
+
+class _Sink:
+    """Writes and hashes received chunks on a second thread, so that receiving (TLS decryption)
+    and hashing run on two cores; both release the GIL. Leaving the block waits until every
+    chunk fed is written and hashed, so `state` is consistent for a resume or a restart."""
+
+    def __init__(self, state: _State) -> None:
+        self._state = state
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelseal-download", daemon=True)
+
+    def __enter__(self) -> _Sink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
+
+    def feed(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._state.out.write(chunk)
+                    self._state.hasher.update(chunk)
+                except BaseException as exc:  # handed to the receiving thread
+                    self._error = exc
 
 
 def _pool(timeout: float) -> Any:
@@ -344,14 +382,16 @@ def _receive(
     if progress is not None and not state.progress_started and state.total is not None:
         progress.start(state.total)
         state.progress_started = True
-    for chunk in response.stream(CHUNK, decode_content=False):
-        if state.received + len(chunk) > max_bytes:
-            raise DownloadError(f"{url} sent more than the size cap of {max_bytes} bytes", url=url)
-        state.out.write(chunk)
-        state.hasher.update(chunk)
-        state.received += len(chunk)
-        if progress is not None:
-            progress.advance(len(chunk))
+    with _Sink(state) as sink:
+        for chunk in response.stream(CHUNK, decode_content=False):
+            if state.received + len(chunk) > max_bytes:
+                raise DownloadError(
+                    f"{url} sent more than the size cap of {max_bytes} bytes", url=url
+                )
+            sink.feed(chunk)
+            state.received += len(chunk)
+            if progress is not None:
+                progress.advance(len(chunk))
     if expected_end is not None and state.received < expected_end:
         raise _Retry(f"the body ended at byte {state.received} of {expected_end}")
 
