@@ -1,6 +1,7 @@
 """A content-addressed cache of downloaded models, verified on every use.
 
-Files live at `<root>/sha256/<hex[:2]>/<hex>`, extracted archives at `<root>/models/<root hex>/`.
+Files live at `<root>/sha256/<hex[:2]>/<hex>`, extracted archives at `<root>/models/<root hex>/`
+(and `<root>/bindings/<archive hex>` records which root an archive extracted to).
 Nothing is trusted because it is cached: `get` re-hashes the file on every call, and an entry
 whose bytes no longer match its name is removed (and logged), never returned. Everything is
 written to a temporary name inside the cache and renamed into place, so a reader never sees half
@@ -121,6 +122,7 @@ class Cache:
         """Re-hash the entry without changing anything (for reports such as `lock verify`)."""
         expected = normalize_hex(sha256_hex)
         path = self.path_for(expected)
+        self._check_private()
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -198,6 +200,7 @@ class Cache:
         """Re-hash an extracted model; "mismatch" when its root digest or file list differ."""
         expected = normalize_hex(root_digest)
         path = self.model_path_for(expected)
+        self._check_private()
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -246,6 +249,33 @@ class Cache:
                 raise
         return target
 
+    def bind(self, sha256_hex: str, root_digest: str) -> None:
+        """Record that the verified archive `sha256_hex` extracted to the model `root_digest`.
+        A cached model is only served for an archive pin it is bound to: a lock whose
+        root_digest was edited to name another cached model must not get that model."""
+        archive, root = normalize_hex(sha256_hex), normalize_hex(root_digest)
+        target = self.root / "bindings" / archive
+        self._makedirs(target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".bind-", dir=target.parent)
+        try:
+            with open(fd, "w", encoding="ascii") as out:
+                out.write(root)
+            os.replace(tmp, target)
+        except BaseException:
+            _remove_any(Path(tmp))
+            raise
+
+    def bound_root(self, sha256_hex: str) -> str | None:
+        """The root digest (hex) the archive `sha256_hex` was extracted to, if recorded."""
+        path = self.root / "bindings" / normalize_hex(sha256_hex)
+        self._check_private()
+        try:
+            with open(path, "rb") as handle:
+                text = handle.read(65).decode("ascii", "replace")
+        except OSError:
+            return None
+        return text if _HEX.fullmatch(text) else None
+
     # -- staging -------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -259,17 +289,27 @@ class Cache:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
+    def _check_private(self) -> None:
+        """Refuse a cache root another user owns or others may write, for reads as for writes:
+        whoever can write it can swap an entry between our re-hash and the caller's load."""
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            return  # nothing cached yet; _makedirs creates it private
+        except OSError as exc:
+            raise UsageError(f"cannot use the cache {self.root}: {exc.strerror or exc}") from None
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            raise UsageError(f"the cache {self.root} belongs to another user")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UsageError(
+                f"the cache {self.root} is writable by others; make it private (chmod 700)"
+            )
+
     def _makedirs(self, directory: Path) -> None:
         """Create `directory` (0700) under the root, after checking the root is private."""
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            st = os.stat(self.root)
-            if hasattr(os, "getuid") and st.st_uid != os.getuid():
-                raise UsageError(f"the cache {self.root} belongs to another user")
-            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise UsageError(
-                    f"the cache {self.root} is writable by others; make it private (chmod 700)"
-                )
+            self._check_private()
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the cache directory {directory}: {exc}") from None

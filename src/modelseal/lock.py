@@ -191,6 +191,8 @@ def url_problem(url: str) -> str | None:
     credentials, no fragment, no whitespace."""
     if not url or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         return "must be a URL without spaces or control characters"
+    if "\\" in url:
+        return "must not contain a backslash (URL parsers disagree on where its host ends)"
     try:
         parts = urlsplit(url)
         _ = parts.port
@@ -512,7 +514,7 @@ def resolve(
 def _from_cache(locked: LockedModel, cache: Cache, extract: bool) -> Resolved | None:
     if locked.sha256 is None:
         return None  # TOFU, not recorded: nothing to check a cached copy against
-    if extract and locked.root_digest is not None:
+    if extract and locked.root_digest is not None and _bound(cache, locked):
         model_dir = cache.get_model(locked.root_digest, locked.files)
         if model_dir is not None:
             return Resolved(model_dir, locked, "cache")
@@ -579,7 +581,7 @@ def _extract(
     """Extract a verified archive into the cache and check the result against the lock."""
     from modelseal.fetch import extract_archive
 
-    if locked.root_digest is not None:
+    if locked.root_digest is not None and _bound(cache, locked):
         found = cache.get_model(locked.root_digest, locked.files)
         if found is not None:
             return found, normalize_hex(locked.root_digest), locked.files
@@ -602,7 +604,19 @@ def _extract(
         found = cache.get_model(root, files)
         if found is None:
             raise ModelMismatchError(f"the cached model {path} changed while it was installed")
+    if locked.sha256 is not None:
+        cache.bind(locked.sha256, root)
     return path, root, files
+
+
+def _bound(cache: Cache, locked: LockedModel) -> bool:
+    """Whether the cached model named by `root_digest` was extracted from the archive the entry
+    pins: a root digest is only trusted together with the archive's sha256."""
+    return (
+        locked.sha256 is not None
+        and locked.root_digest is not None
+        and cache.bound_root(locked.sha256) == normalize_hex(locked.root_digest)
+    )
 
 
 def _check_size(locked: LockedModel, size: int) -> None:
@@ -686,10 +700,11 @@ def sync(
         unknown = sorted(wanted - {m.name for m in lock.models})
         if unknown:
             raise UsageError(f"no model named {unknown[0]!r} in the lock")
+    selected = [m for m in lock.models if wanted is None or m.name in wanted]
+    if out is not None:
+        _check_out_names([m.name for m in selected], Path(out))
     results: list[SyncResult] = []
-    for model in lock.models:
-        if wanted is not None and model.name not in wanted:
-            continue
+    for model in selected:
         try:
             got = resolve(model, cache=cache, policy=policy, **options)
             if out is not None:
@@ -709,6 +724,23 @@ def sync(
     return results
 
 
+def _check_out_names(model_names: Sequence[str], out: Path) -> None:
+    """Refuse names whose copies under `out` would land on or inside one another (also after
+    case folding): "bert/weights.bin" would overwrite a file of the verified copy of "bert"."""
+    seen: dict[str, str] = {}
+    for name in model_names:
+        seen.setdefault(_names.fold(name), name)
+    for name in model_names:
+        parts = _names.fold(name).split("/")
+        for i in range(1, len(parts) + 1):
+            other = seen.get("/".join(parts[:i]))
+            if other is not None and other != name:
+                raise UsageError(
+                    f"the lock's models {other!r} and {name!r} would overlap under {out}: "
+                    "rename one of them"
+                )
+
+
 def updated_lock(lock: Lock, results: Iterable[SyncResult]) -> Lock:
     """`lock` with the digests `sync` recorded (TOFU first use) filled in."""
     for result in results:
@@ -721,6 +753,8 @@ def materialize(resolved: Resolved, out: Path) -> Path:
     """Copy a verified model to `out/<name>`, hashing the copy (it must match the pin); the
     previous copy there is replaced only once the new one is complete."""
     problem = _names.name_problem(resolved.model.name)
+    if problem is None and resolved.model.name == _names.SINGLE_FILE_NAME:
+        problem = "it would be the directory itself"
     if problem is not None:
         raise UsageError(
             f"model name {resolved.model.name!r} cannot be a path under {out}: {problem}"
@@ -749,12 +783,14 @@ def materialize(resolved: Resolved, out: Path) -> Path:
                     f"the cached file {resolved.path} changed while it was copied"
                 )
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
-            if tmp.is_dir():
+            if tmp.is_dir() and not tmp.is_symlink():
                 shutil.rmtree(tmp)
             else:
                 tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, Error):
+            raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
     return target
 
@@ -813,6 +849,16 @@ def _verify_one(model: LockedModel, cache: Cache, policy: Policy | None) -> Lock
         )
     if model.root_digest is not None:
         extracted = cache.check_model(model.root_digest, model.files)
+        if extracted.status == "ok" and not _bound(cache, model):
+            return LockCheck(
+                model.name,
+                "mismatch",
+                model.root_digest,
+                extracted.actual,
+                "the cached extracted model was not extracted from the archive this entry "
+                "pins (its sha256); run `modelseal lock sync`",
+                extracted.path,
+            )
         if extracted.status != "missing":
             return LockCheck(
                 model.name,

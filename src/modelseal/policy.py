@@ -38,6 +38,7 @@ MAX_POLICY_FILE = 1024 * 1024
 DEFAULT_POLICY_FILE = "modelseal.toml"
 
 _KEY_ID = re.compile(r"sha256:[0-9a-f]{64}")
+_URL_HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|[0-9a-f:.]*:[0-9a-f:.]*")
 _PROVENANCE_CLAIMS = frozenset({"builder_id", "source_repo", "dataset_digests"})
 
 
@@ -365,7 +366,8 @@ def source_pattern_problem(pattern: str) -> str | None:
 def url_matches(url: str, pattern: str) -> bool:
     """Whether `url` lies under `pattern`: same scheme, host (a `*.` pattern matches
     subdomains only), port and a path (with its query) matching the glob. A URL with
-    credentials or a `..` segment never matches, whatever the pattern says."""
+    credentials, a `..` segment, a backslash or a host that is not plain ASCII never matches,
+    whatever the pattern says."""
     try:
         have, want = urlsplit(url), urlsplit(pattern)
         have_port, want_port = have.port, want.port
@@ -374,6 +376,11 @@ def url_matches(url: str, pattern: str) -> bool:
     if have.username is not None or have.password is not None or have.fragment:
         return False
     host, pattern_host = (have.hostname or ""), (want.hostname or "")
+    # Only hosts that every URL parser reads alike: urllib3 ends the authority at a backslash
+    # ("https://evil.com\.ok.org/" is evil.com to it, a subdomain of ok.org to urlsplit), and
+    # non-ASCII hosts are mapped by IDNA after this check.
+    if "\\" in url or not _URL_HOST.fullmatch(host):
+        return False
     if have.scheme != want.scheme or not host:
         return False
     if pattern_host.startswith("*."):

@@ -212,6 +212,10 @@ def _zip(archive: Path, extractor: _Extractor) -> None:
 def _tar(archive: Path, extractor: _Extractor) -> None:
     try:
         handle = tarfile.open(archive, mode="r:*")  # noqa: SIM115 - closed by `with` below
+    except RecursionError:  # the first member's chained headers, read by open()
+        raise UnsafeArchiveError(
+            f"archive {archive.name} chains too many extended headers; nothing was extracted"
+        ) from None
     except (tarfile.TarError, OSError, EOFError):
         raise UnsafeArchiveError(
             f"archive {archive.name} is neither a zip nor a (gz/bz2/xz) tar archive"
@@ -243,6 +247,10 @@ def _tar(archive: Path, extractor: _Extractor) -> None:
                     raise extractor.refuse(raw, "has no data")
                 with source:
                     extractor.file(raw, name, source)
+        except RecursionError:  # tarfile follows chained pax / GNU long-name headers recursively
+            raise UnsafeArchiveError(
+                f"archive {archive.name} chains too many extended headers; nothing was extracted"
+            ) from None
         except (tarfile.TarError, EOFError, zlib.error, _LZMAError) as exc:
             raise UnsafeArchiveError(
                 f"archive {archive.name} is corrupt: {_one_line(exc)}; nothing was extracted"

@@ -104,6 +104,8 @@ def check_source(url: str, policy: Policy | None, allow_http_loopback: bool) -> 
     allowed), credentials in it, or outside the policy's allowlist (when a policy is given)."""
     if not url or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         raise UsageError(f"not a URL: {url!r}")
+    if "\\" in url:  # urllib3 ends the host at a backslash, urlsplit does not: ambiguous
+        raise SourceNotAllowed(f"{url}: a URL with a backslash is ambiguous; refused", url=url)
     try:
         parts = urlsplit(url)
         _ = parts.port
@@ -466,6 +468,7 @@ def download_verified(
                     wait(delay)
             out.flush()
             os.fsync(out.fileno())
+            os.fchmod(out.fileno(), 0o644)  # by descriptor: the name could be swapped meanwhile
         actual = state.hasher.hexdigest()
         if expected is not None and not hmac.compare_digest(actual, expected):
             raise DigestMismatch(
@@ -475,7 +478,6 @@ def download_verified(
                 actual="sha256:" + actual,
                 url=url,
             )
-        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
         _fsync_dir(directory)
     except OSError as exc:
