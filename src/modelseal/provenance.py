@@ -361,10 +361,12 @@ def _statement_of(bundle: Bundle) -> object:
 
 
 def _normalize_repo(uri: str) -> str:
+    """Ignore a trailing `/` and a `.git` suffix of the repository's name, nothing more: a
+    path segment that is `.git` itself (`.../fraud/.git`) names another repository."""
     text = uri.strip().rstrip("/")
-    if text.endswith(".git"):
+    if text.endswith(".git") and not text.endswith("/.git"):
         text = text[: -len(".git")]
-    return text.rstrip("/")
+    return text
 
 
 def _claim_problem(provenance: Provenance, claims: ProvenanceClaims) -> str | None:
@@ -480,16 +482,24 @@ def check_for_policy(
     claims: Sequence[ProvenanceClaims] = (),
     now: datetime,
 ) -> Provenance:
-    """Check the provenance file of a sealed model for a policy that requires it: signed by a
-    signer the policy lets vouch for this model now, about this root digest, with `claims`."""
+    """Check the provenance file of a sealed model for a policy that requires it: about this
+    root digest, with `claims`, and signed, for every rule covering the model that requires
+    provenance, by one of that rule's signers that the policy lets vouch for it now.
+
+    A signer allowed for the model by its own `models` but listed in no such rule may not
+    vouch: the claims (builder, source, datasets) are only as good as who may sign them."""
     path = Path(provenance_path)
     if not path.exists() and not path.is_symlink():
         raise ProvenanceError(f"the policy requires provenance and none is at {path}")
     bundle = read_bundle(path)
+    covering = [(i, rule) for i, rule in enumerate(policy.rules) if rule.covers(model_name)]
+    requiring = [(i, rule) for i, rule in covering if rule.require_provenance] or covering
+    listed = {name for _, rule in requiring for name in rule.signers}
+    valid = [s for s in policy.keys_for(model_name, now) if s.name in listed]
     trusted: dict[str, keys.PublicKey] = {}
-    for signer in policy.keys_for(model_name, now):
+    for signer in valid:
         trusted.setdefault(signer.key_id, signer.public_key)
-    return check_provenance(
+    found = check_provenance(
         bundle,
         list(trusted.values()),
         model_name=model_name,
@@ -497,6 +507,13 @@ def check_for_policy(
         claims=claims,
         now=now,
     )
+    for index, rule in requiring:
+        if not any(s.key_id in found.signers for s in valid if s.name in rule.signers):
+            raise ProvenanceError(
+                f"the provenance of model {model_name!r} is not signed by a signer of "
+                f"rules[{index}] ({', '.join(rule.signers)})"
+            )
+    return found
 
 
 def verify_provenance(

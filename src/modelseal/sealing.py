@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 
 from modelseal._internal import names
 from modelseal.errors import UsageError
-from modelseal.hashing import Progress, hash_model
+from modelseal.hashing import HashResult, Progress, hash_entries, hash_model
 from modelseal.manifest import GIT_PATHS, Manifest, Method, Serialization
 from modelseal.signing import keys
 from modelseal.signing.bundle import Bundle, read_seal, write_seal
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature
-from modelseal.verification import default_seal_path, seal_name_inside, verify
+from modelseal.verification import default_seal_path, run_verification, seal_name_inside
 
 if TYPE_CHECKING:
+    from modelseal._internal.tree import FileEntry
     from modelseal.policy import Policy
 
 
@@ -192,18 +193,27 @@ def sign(
         public_keys = policy.trusted_keys()
         if not public_keys:
             raise UsageError(f"the policy {policy.source} trusts no key that is not revoked")
-    before = read_seal(seal_path) if model_path.exists() else None
-    result = verify(
+    # The seal is read once, and that very bundle is verified and then signed: reading it
+    # again for the verification would let a seal swapped in and back (A, B, A) get a
+    # signature over a statement nobody checked.
+    bundle = read_seal(seal_path) if model_path.exists() else None
+
+    def read_in_place(
+        entries: list[FileEntry], serialization: Serialization, sealed: frozenset[str]
+    ) -> HashResult:
+        return hash_entries(entries, serialization, workers=workers, progress=progress)
+
+    result = run_verification(
         model_path,
         public_keys=public_keys,
         allow_unsigned=allow_unsigned,
         signature=seal_path,
         allow_symlinks=allow_symlinks,
-        workers=workers,
-        progress=progress,
+        reader=read_in_place,
+        seal_bundle=bundle,
     )
-    bundle = read_seal(seal_path)
-    if bundle != before:
+    assert bundle is not None  # run_verification refuses a missing model
+    if read_seal(seal_path) != bundle:
         raise UsageError(f"the seal {seal_path} changed while it was being verified; try again")
     envelope = bundle.envelope
     signed_bytes = envelope.signed_bytes()

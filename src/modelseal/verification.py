@@ -323,6 +323,7 @@ def verify(
     progress: Progress | None = None,
     policy: Policy | None = None,
     unsafe_skip_verification: bool = False,
+    model_name: str | None = None,
 ) -> Verification:
     """Verify a sealed model. Returns a `Verification` or raises an `IntegrityError`.
 
@@ -332,6 +333,9 @@ def verify(
     Every call emits one audit event on the `modelseal.audit` logger.
     `unsafe_skip_verification=True` (or MODELSEAL_UNSAFE_SKIP=1) checks nothing: an
     emergency escape, logged as a CRITICAL audit event each time.
+    `model_name` is the name the seal must carry: a policy decides by the name inside the
+    seal, which whoever signed chose, so a key trusted for another model could otherwise
+    put its own model (under its own name) in this one's place.
     """
 
     def read_in_place(
@@ -348,6 +352,7 @@ def verify(
         reader=read_in_place,
         policy=policy,
         unsafe_skip_verification=unsafe_skip_verification,
+        model_name=model_name,
     )
 
 
@@ -361,8 +366,15 @@ def run_verification(
     reader: Reader,
     policy: Policy | None = None,
     unsafe_skip_verification: bool = False,
+    model_name: str | None = None,
+    seal_bundle: Bundle | None = None,
 ) -> Verification:
-    """The whole verification around a `reader`: arguments, seal, signature, files, audit."""
+    """The whole verification around a `reader`: arguments, seal, signature, files, audit.
+
+    `model_name`: refuse a seal for any other model name. `seal_bundle`: check this seal,
+    already read from `signature`, instead of reading the file again (so a caller that acts
+    on the seal afterwards acts on exactly what was verified).
+    """
     model_path = Path(model)
     skip = unsafe_skip_requested(unsafe_skip_verification)
     if skip is not None:
@@ -384,7 +396,16 @@ def run_verification(
     context = _Context(str(model_path), str(seal_path))
     try:
         result = _verify(
-            model_path, seal_path, trusted, allow_unsigned, allow_symlinks, reader, context, policy
+            model_path,
+            seal_path,
+            trusted,
+            allow_unsigned,
+            allow_symlinks,
+            reader,
+            context,
+            policy,
+            model_name,
+            seal_bundle,
         )
     except IntegrityError as exc:
         if exc.failure is None:
@@ -466,12 +487,19 @@ def _verify(
     reader: Reader,
     context: _Context,
     policy: Policy | None = None,
+    model_name: str | None = None,
+    seal_bundle: Bundle | None = None,
 ) -> Verification:
-    bundle = read_seal(seal_path)
+    bundle = seal_bundle if seal_bundle is not None else read_seal(seal_path)
     manifest, signers = check_bundle(bundle, trusted, allow_unsigned=allow_unsigned)
     context.model_name = manifest.model_name
     context.expected_root = "sha256:" + manifest.root_digest.hex()
     context.signers = signers
+    if model_name is not None and manifest.model_name != model_name:
+        # Before the policy: its rules are chosen by this name, so check it is the right one.
+        raise SealError(
+            f"the seal is for model {manifest.model_name!r}, not the expected {model_name!r}"
+        )
     if policy is not None:
         apply_policy(policy, manifest, signers, seal_path)
 
