@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "models" / "train.py"
 DEPLOY = ROOT / "examples" / "deployment" / "deploy_model.sh"
 MODELSEAL = Path(sys.executable).with_name("modelseal")
+NAME = "fraud-detector"  # the name train.py seals with, and the one the deployment expects
 
 pytest.importorskip("torch")
 
@@ -72,7 +73,14 @@ def test_a_trained_model_is_deployed(trained: tuple[Path, KeyPair, Path], tmp_pa
     dest = tmp_path / "serving" / "fraud"
     dest.parent.mkdir()
     result = run(
-        "bash", DEPLOY, work / "fraud-model", pol, dest, tmp_path / "audit.jsonl", cwd=tmp_path
+        "bash",
+        DEPLOY,
+        work / "fraud-model",
+        NAME,
+        pol,
+        dest,
+        tmp_path / "audit.jsonl",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert (dest / "model.pt").read_bytes() == (work / "fraud-model" / "model.pt").read_bytes()
@@ -93,7 +101,7 @@ def test_a_tampered_model_is_not_deployed(
     digest = "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
     pol = policy(tmp_path / "modelseal.toml", trainer, digest)
     dest = tmp_path / "serving"
-    result = run("bash", DEPLOY, copy, pol, dest, cwd=tmp_path)
+    result = run("bash", DEPLOY, copy, NAME, pol, dest, cwd=tmp_path)
     assert result.returncode == 1
     assert "REFUSED" in result.stderr
     assert "model.pt" in result.stderr
@@ -107,7 +115,20 @@ def test_a_model_trained_on_other_data_is_not_deployed(
     pinned = "sha256:" + "ab" * 32  # the dataset the policy approved
     pol = policy(tmp_path / "modelseal.toml", trainer, pinned)
     dest = tmp_path / "serving"
-    result = run("bash", DEPLOY, work / "fraud-model", pol, dest, cwd=tmp_path)
+    result = run("bash", DEPLOY, work / "fraud-model", NAME, pol, dest, cwd=tmp_path)
     assert result.returncode == 1
     assert "dataset" in result.stderr
+    assert not dest.exists()
+
+
+def test_a_model_sealed_under_another_name_is_not_deployed(
+    trained: tuple[Path, KeyPair, Path], tmp_path: Path
+) -> None:
+    work, trainer, data = trained
+    digest = "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
+    pol = policy(tmp_path / "modelseal.toml", trainer, digest)
+    dest = tmp_path / "serving"
+    result = run("bash", DEPLOY, work / "fraud-model", "fraud-v9", pol, dest, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "not the expected 'fraud-v9'" in result.stderr
     assert not dest.exists()

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Deploy a model only if it verifies against the deployment's trust policy.
 #
-#   examples/deployment/deploy_model.sh MODEL_DIR POLICY DEST_DIR [AUDIT_LOG]
+#   examples/deployment/deploy_model.sh MODEL_DIR NAME POLICY DEST_DIR [AUDIT_LOG]
 #
+# NAME is the model name the seal must carry: the signer chooses the name inside the seal and the
+# policy's rules are picked by it, so the deployment says which model it expects.
 # The policy (pinned in the deployment's own repository, out of reach of whoever can write the
 # model store) says which keys may sign which model names, how many must agree, and which
 # provenance claims (builder, source repository, dataset digests) must hold. Any failure: the
@@ -11,11 +13,11 @@
 # checked.
 set -euo pipefail
 
-if [ $# -lt 3 ]; then
-    echo "usage: $0 MODEL_DIR POLICY DEST_DIR [AUDIT_LOG]" >&2
+if [ $# -lt 4 ]; then
+    echo "usage: $0 MODEL_DIR NAME POLICY DEST_DIR [AUDIT_LOG]" >&2
     exit 2
 fi
-model=$1 policy=$2 dest=$3 audit=${4:-deploy-audit.jsonl}
+model=$1 name=$2 policy=$3 dest=$4 audit=${5:-deploy-audit.jsonl}
 modelseal=${MODELSEAL:-modelseal}
 
 refuse() {
@@ -24,7 +26,7 @@ refuse() {
 }
 
 echo "deploy: verifying $model against $policy" >&2
-"$modelseal" verify "$model" --policy "$policy" --log-json "$audit" \
+"$modelseal" verify "$model" --name "$name" --policy "$policy" --log-json "$audit" \
     || refuse "the model does not verify against the policy (see above)"
 "$modelseal" provenance verify "$model" --policy "$policy" \
     || refuse "its training provenance does not verify (see above)"
@@ -32,7 +34,7 @@ echo "deploy: verifying $model against $policy" >&2
 staging=$(mktemp -d "$(dirname "$dest")/.deploy-XXXXXX")
 trap 'rm -rf "$staging"' EXIT
 cp -a "$model/." "$staging/"
-"$modelseal" verify "$staging" --policy "$policy" --log-json "$audit" --quiet \
+"$modelseal" verify "$staging" --name "$name" --policy "$policy" --log-json "$audit" --quiet \
     || refuse "the copied model changed on the way"
 rm -rf "$dest.old"
 if [ -e "$dest" ]; then mv "$dest" "$dest.old"; fi

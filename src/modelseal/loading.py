@@ -252,6 +252,7 @@ def open_verified(
     workers: int | None = None,
     policy: Policy | None = None,
     unsafe_skip_verification: bool = False,
+    model_name: str | None = None,
 ) -> Iterator[VerifiedModel]:
     """Verify `model` while reading it once, and give the verified bytes to the caller.
 
@@ -260,7 +261,8 @@ def open_verified(
 
     Raises `IntegrityError` (and keeps nothing) when verification fails.
     `unsafe_skip_verification=True` (or MODELSEAL_UNSAFE_SKIP=1) reads without checking: an
-    emergency escape, a CRITICAL audit event each time. With
+    emergency escape, a CRITICAL audit event each time. `model_name` refuses a seal made for
+    any other model name (the signer chooses the name a policy decides by). With
     `snapshot=True` the files are copied into a private temporary directory,
     removed when the block ends; `m.path` is the model inside it.
     """
@@ -286,6 +288,7 @@ def open_verified(
             reader=read_and_keep,
             policy=policy,
             unsafe_skip_verification=unsafe_skip_verification,
+            model_name=model_name,
         )
         if isinstance(capture, _SnapshotCapture):
             is_file = capture.names == [names.SINGLE_FILE_NAME]

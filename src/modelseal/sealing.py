@@ -174,6 +174,7 @@ def sign(
     allow_symlinks: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    model_name: str | None = None,
 ) -> SignResult:
     """Co-sign a sealed model: verify it first, then add `key`'s signature to its seal.
 
@@ -183,6 +184,7 @@ def sign(
     threshold is what co-signing is building up), or pass `allow_unsigned=True` to check
     the digests only. Signatures are kept in order: the first one (and the bundle's key
     hint) stays the original sealer's, which is the one upstream `model_signing` checks.
+    `model_name`: refuse to co-sign a seal made for any other model name.
     """
     signer = keys.as_signer(key)
     model_path = Path(model)
@@ -211,6 +213,7 @@ def sign(
         allow_symlinks=allow_symlinks,
         reader=read_in_place,
         seal_bundle=bundle,
+        model_name=model_name,
     )
     assert bundle is not None  # run_verification refuses a missing model
     if read_seal(seal_path) != bundle:

@@ -440,6 +440,15 @@ class _Context:
         )
 
 
+def check_model_name(manifest: Manifest, expected: str | None) -> None:
+    """Refuse a seal for another model than the `expected` name. Done before the policy,
+    whose rules are chosen by this name, which the signer picked."""
+    if expected is not None and manifest.model_name != expected:
+        raise SealError(
+            f"the seal is for model {manifest.model_name!r}, not the expected {expected!r}"
+        )
+
+
 def apply_policy(
     policy: Policy, manifest: Manifest, signers: tuple[str, ...], seal_path: Path
 ) -> None:
@@ -495,11 +504,7 @@ def _verify(
     context.model_name = manifest.model_name
     context.expected_root = "sha256:" + manifest.root_digest.hex()
     context.signers = signers
-    if model_name is not None and manifest.model_name != model_name:
-        # Before the policy: its rules are chosen by this name, so check it is the right one.
-        raise SealError(
-            f"the seal is for model {manifest.model_name!r}, not the expected {model_name!r}"
-        )
+    check_model_name(manifest, model_name)
     if policy is not None:
         apply_policy(policy, manifest, signers, seal_path)
 

@@ -554,3 +554,19 @@ def test_unsafe_skip_loads_a_changed_set_and_logs_critical(
     skipped = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert len(skipped) == 1
     assert skipped[0].modelseal_event["outcome"] == "skipped-unsafe"  # type: ignore[attr-defined]
+
+
+def test_expected_model_name_is_checked_for_prefix_sets(
+    exported: Exported, keypair: KeyPair
+) -> None:
+    with pytest.raises(SealError, match="not the expected 'fraud-v3'"):
+        imports(exported, keypair, model_name="fraud-v3")
+    sealed_name = read_seal_name(exported.seal)
+    assert imports(exported, keypair, model_name=sealed_name) is not None
+
+
+def read_seal_name(seal: Path) -> str:
+    from modelseal.verification import check_bundle
+
+    manifest, _ = check_bundle(read_seal(seal), (), allow_unsigned=True)
+    return manifest.model_name

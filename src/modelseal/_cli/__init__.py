@@ -118,6 +118,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
             signature=args.signature,
             allow_symlinks=args.allow_symlinks,
             progress=progress,
+            model_name=args.name,
         )
     if args.format is OutputFormat.JSON:
         print_json(vars(result))
@@ -149,6 +150,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 progress=progress,
                 policy=policy,
                 unsafe_skip_verification=skip is not None,
+                model_name=args.name,
             )
     except IntegrityError as exc:
         if args.format is OutputFormat.JSON and exc.failure is not None:
@@ -281,11 +283,18 @@ def _parser() -> argparse.ArgumentParser:
         "--key", required=True, metavar="KEY", help="private key of the co-signer (PEM)"
     )
     add_trust_options(sign)
+    sign.add_argument("--name", metavar="NAME", help="the model name the seal must carry")
     add_format(sign)
     sign.set_defaults(func=_cmd_sign, public_key=None)
 
     verify = sub.add_parser("verify", parents=[common], help="verify a sealed model")
     add_trust_options(verify)
+    verify.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the model name the seal must carry (a policy's rules are chosen by this name, "
+        "which the signer picked)",
+    )
     verify.add_argument(
         "--unsafe-skip-verification",
         action="store_true",

@@ -38,6 +38,8 @@ class Trust:
     allow_unsigned: bool = False
     signature: PathLike | None = None
     policy: Policy | None = None
+    model_name: str | None = None
+    """The name the seal must carry (a policy decides by it, and the signer chooses it)."""
 
     @classmethod
     def of(
@@ -46,6 +48,7 @@ class Trust:
         allow_unsigned: bool,
         signature: PathLike | None,
         policy: Policy | None = None,
+        model_name: str | None = None,
     ) -> Trust:
         if public_keys is None:
             found: tuple[KeySource, ...] = ()
@@ -53,7 +56,7 @@ class Trust:
             found = (public_keys,)
         else:
             found = tuple(public_keys)
-        return cls(found, allow_unsigned, signature, policy)
+        return cls(found, allow_unsigned, signature, policy, model_name)
 
     def kwargs(self) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class Trust:
             "allow_unsigned": self.allow_unsigned,
             "signature": self.signature,
             "policy": self.policy,
+            "model_name": self.model_name,
         }
 
 

@@ -53,13 +53,14 @@ def load_model(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
 ) -> Any:
     """`cntk.load_model` over a sealed model file (a path, not a byte buffer).
 
     `format` defaults to CNTK's own default (ModelFormat.CNTKv2). Verification comes
     first; `CntkUnavailableError` comes only after it succeeded.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     path = _model_path(model)
     by_path = _needs_path(format) or _looks_legacy(path)
     for snapshot in (by_path, True):

@@ -90,6 +90,7 @@ def load_model(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
 ) -> Any:
     """`keras.saving.load_model`, from the bytes that were verified.
 
@@ -97,7 +98,7 @@ def load_model(
     its seal or the seal is not signed by one of `public_keys`.
     """
     keras = require("keras", "keras")
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     path = _check_path(filepath)
     if not safe_mode:
         logger.warning(

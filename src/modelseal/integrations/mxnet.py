@@ -59,6 +59,7 @@ from modelseal.verification import (
     Verification,
     apply_policy,
     check_bundle,
+    check_model_name,
     compare,
     default_seal_path,
     finding_kind,
@@ -278,6 +279,7 @@ def _verify_set(
             expected_root="sha256:" + manifest.root_digest.hex(),
             signers=signers,
         )
+        check_model_name(manifest, trust.model_name)
         if trust.policy is not None:
             apply_policy(trust.policy, manifest, signers, seal_path)
         sealed = manifest.files
@@ -339,10 +341,11 @@ def verify_prefix(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
     workers: int | None = None,
 ) -> Verification:
     """Verify an exported model in place (nothing is kept): `verify` for a prefix set."""
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
 
     def read_in_place(entries: list[FileEntry], serialization: Serialization) -> HashResult:
         return hash_entries(entries, serialization, workers=workers)
@@ -432,6 +435,7 @@ def nd_load(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> Any:
     """`mx.nd.load`, from the verified bytes of a sealed file.
@@ -440,7 +444,7 @@ def nd_load(
     without one is checked against its set's seal `PATH.sig` instead.
     """
     mx = require("mxnet", "mxnet")
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     with _verified_file(fname, trust, snapshot_dir) as local:
         return mx.nd.load(os.fspath(local))
 
@@ -458,6 +462,7 @@ def load_parameters(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> None:
     """`block.load_parameters(filename, ...)`, from the verified bytes of a sealed file.
@@ -465,7 +470,7 @@ def load_parameters(
     Seal lookup as `nd_load`. On any verification failure the block is untouched.
     """
     require("mxnet", "mxnet")
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     with _verified_file(filename, trust, snapshot_dir) as local:
         block.load_parameters(
             os.fspath(local),
@@ -489,6 +494,7 @@ def symbolblock_imports(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> Any:
     """`gluon.nn.SymbolBlock.imports`, from the verified bytes of a sealed exported model.
@@ -516,7 +522,7 @@ def symbolblock_imports(
                 f"(expected {pset.directory / (pset.base + '-NNNN.params')})"
             )
         required.append(params_name)
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     with _open_set(pset, trust, required, snapshot_dir) as snapshot:
         return mx.gluon.nn.SymbolBlock.imports(
             os.fspath(snapshot.path_of(pset.symbol_name)),
@@ -536,6 +542,7 @@ def load_checkpoint(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
     snapshot_dir: PathLike | None = None,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """`mx.model.load_checkpoint`: (symbol, arg_params, aux_params) of a sealed exported model.
@@ -546,7 +553,7 @@ def load_checkpoint(
     mx = require("mxnet", "mxnet")
     pset = _PrefixSet.of(prefix)
     required = (pset.symbol_name, pset.params_name(int(epoch)))
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     with _open_set(pset, trust, required, snapshot_dir) as snapshot:
         loaded: tuple[Any, dict[str, Any], dict[str, Any]] = mx.model.load_checkpoint(
             os.fspath(snapshot.path_of(pset.base)), int(epoch)

@@ -128,6 +128,7 @@ def onnx_load(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
 ) -> Any:
     """`onnx.load`, from the verified bytes of a sealed model (a path, not a file object).
 
@@ -135,7 +136,7 @@ def onnx_load(
     disk. With `load_external_data=False` they are left as references (locations still
     checked); loading them later from disk is outside what was verified.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     onnx = require("onnx", "onnx")
     layout = _layout(_model_path(f, "onnx_load"), trust.signature)
     fmt = _format(onnx, format, layout.model)
@@ -212,6 +213,7 @@ def inference_session(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """`onnxruntime.InferenceSession` over a sealed model (a path, not bytes).
@@ -219,7 +221,7 @@ def inference_session(
     `providers` defaults to CPU only (onnxruntime's own default is every provider it
     has). Other keyword arguments go to InferenceSession unchanged.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     ort = require("onnxruntime", "onnx")
     layout = _layout(_model_path(path_or_bytes, "inference_session"), trust.signature)
     ort_format = _is_ort_format(layout.model, sess_options)

@@ -83,6 +83,7 @@ def load_file(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """`safetensors.torch.load_file`, from the verified bytes of a sealed file.
 
@@ -91,7 +92,7 @@ def load_file(
     """
     if backend not in ("mmap", "pread"):
         raise UsageError(f"unknown safetensors backend {backend!r}")
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     torch = require("torch", "torch")
     path = _path(filename, "load_file")
     with open_verified(path, **trust.kwargs()) as verified:
@@ -125,6 +126,7 @@ def load_sharded(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """Load a sharded checkpoint (shards + `model.safetensors.index.json`) sealed as a directory.
 
@@ -133,7 +135,7 @@ def load_sharded(
     verified file of the directory. Every tensor must sit in the shard the index
     names, once: anything else raises `CheckpointError`.
     """
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     torch = require("torch", "torch")
     given = Path(os.fspath(path))
     index_name: str | None = None

@@ -122,6 +122,7 @@ def saved_model_load(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
 ) -> Any:
     """`tf.saved_model.load`, from a private snapshot of the files that were verified.
 
@@ -132,7 +133,7 @@ def saved_model_load(
     `tempfile.gettempdir()`, so TMPDIR chooses its file system.
     """
     tf = require("tensorflow", "tensorflow")
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     path = Path(export_dir)
     if not path.is_dir():
         raise UsageError(f"a SavedModel is a directory: {path} is not one")

@@ -51,6 +51,7 @@ def load(
     allow_unsigned: bool = False,
     signature: PathLike | None = None,
     policy: Policy | None = None,
+    model_name: str | None = None,
     snapshot_dir: PathLike | None = None,
     **pickle_load_args: Any,
 ) -> Any:
@@ -63,7 +64,7 @@ def load(
     torch.load does. `snapshot_dir` is where the snapshot goes with `mmap=True`.
     """
     path = _path(f, "load")
-    trust = Trust.of(public_keys, allow_unsigned, signature, policy)
+    trust = Trust.of(public_keys, allow_unsigned, signature, policy, model_name)
     if weights_only is None:
         weights_only = True
     if not weights_only:
