@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 import modelseal
-from conftest import Cli, KeyPair
+from conftest import Cli, KeyPair, policy_file
 from modelseal.audit import LOGGER_NAME
 from modelseal.errors import ModelMismatchError, UsageError
+from modelseal.policy import Policy
 from modelseal.verification import UNSAFE_SKIP_ENV
 
 
@@ -119,3 +120,31 @@ def test_framework_loader_honours_the_environment(
     state = sealed_torch.load(path, public_keys=[keypair.public])
     assert torch.equal(state["w"], torch.zeros(3))
     assert len(critical_events(caplog)) == 1
+
+
+def test_a_policy_can_forbid_the_escape(
+    model: Path,
+    keypair: KeyPair,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli: Cli,
+) -> None:
+    tampered(model, keypair)
+    allowing = policy_file(tmp_path / "allowing.toml", keypair.public)
+    forbidding = tmp_path / "forbidding.toml"
+    forbidding.write_text("allow_unsafe_skip = false\n" + allowing.read_text())
+    assert Policy.load(forbidding).describe()["allow_unsafe_skip"] is False
+    monkeypatch.setenv(UNSAFE_SKIP_ENV, "1")
+    with pytest.raises(UsageError, match="allow_unsafe_skip = false"):
+        modelseal.verify(model, policy=Policy.load(forbidding))
+    with (
+        pytest.raises(UsageError, match="allow_unsafe_skip = false"),
+        modelseal.open_verified(model, policy=Policy.load(forbidding)),
+    ):
+        pytest.fail("loaded without verification against the policy")
+    assert modelseal.verify(model, policy=Policy.load(allowing)).skipped
+    monkeypatch.delenv(UNSAFE_SKIP_ENV)
+    refused = cli("verify", model, "--policy", forbidding, "--unsafe-skip-verification")
+    assert refused.code == 2
+    assert "allow_unsafe_skip = false" in refused.err
+    assert cli("verify", model, "--policy", allowing, "--unsafe-skip-verification").code == 0

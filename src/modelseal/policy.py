@@ -161,6 +161,9 @@ class Policy:
     source: str = "<policy>"
     sources: tuple[str, ...] | None = None
     """`[sources] allow` URL patterns for downloads; None when the policy has no [sources]."""
+    allow_unsafe_skip: bool = True
+    """False: the emergency escape (MODELSEAL_UNSAFE_SKIP=1) is refused where this policy is
+    used, so a deployment can rule it out for itself."""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Policy:
@@ -321,6 +324,7 @@ class Policy:
             ],
             "revoked": sorted(self.revoked),
             "sources": list(self.sources) if self.sources is not None else None,
+            "allow_unsafe_skip": self.allow_unsafe_skip,
             "rules": [
                 {
                     "models": list(r.models),
@@ -451,11 +455,15 @@ class _Parser:
         return value
 
     def parse(self, data: Mapping[str, Any]) -> Policy:
-        self.table(data, "policy", ("signers", "revoked", "rules", "sources"))
+        self.table(data, "policy", ("signers", "revoked", "rules", "sources", "allow_unsafe_skip"))
         sources = self.sources(data["sources"]) if "sources" in data else None
+        allow_skip = data.get("allow_unsafe_skip", True)
+        if not isinstance(allow_skip, bool):
+            raise self.fail("allow_unsafe_skip", "must be true or false")
         if "rules" not in data and "signers" not in data and sources is not None:
             # A policy for downloads only: it allows no model to load (no rule covers any).
-            return Policy((), (), self.revoked(data.get("revoked", {})), self.source, sources)
+            revoked = self.revoked(data.get("revoked", {}))
+            return Policy((), (), revoked, self.source, sources, allow_skip)
         for key in ("signers", "rules"):
             if key not in data:
                 raise self.fail("policy", f"missing required key {key!r}")
@@ -479,7 +487,7 @@ class _Parser:
             self.rule(item, f"rules[{i}]", by_name)
             for i, item in enumerate(self.tables(data["rules"], "rules"))
         )
-        return Policy(signers, rules, revoked, self.source, sources)
+        return Policy(signers, rules, revoked, self.source, sources, allow_skip)
 
     def sources(self, value: object) -> tuple[str, ...]:
         table = self.table(value, "sources", ("allow",), ("allow",))

@@ -150,15 +150,21 @@ UNSAFE_SKIP_ENV = "MODELSEAL_UNSAFE_SKIP"
 """Set to 1 to load without verification in an emergency (each use is a CRITICAL audit event)."""
 
 
-def unsafe_skip_requested(explicit: bool = False) -> str | None:
+def unsafe_skip_requested(explicit: bool = False, policy: Policy | None = None) -> str | None:
     """How the emergency skip was asked for (None when it was not). Anything but 0/1 in the
-    environment is an error rather than a guess, so a typo never silently skips."""
+    environment is an error rather than a guess, so a typo never silently skips; a `policy`
+    with `allow_unsafe_skip = false` refuses the skip where it is used."""
     value = os.environ.get(UNSAFE_SKIP_ENV, "").strip()
     if value not in ("", "0", "1"):
         raise UsageError(f"{UNSAFE_SKIP_ENV} must be 1 (skip verification) or 0, not {value!r}")
-    if explicit:
-        return "unsafe_skip_verification"
-    return f"{UNSAFE_SKIP_ENV}=1" if value == "1" else None
+    how = "unsafe_skip_verification" if explicit else None
+    if how is None and value == "1":
+        how = f"{UNSAFE_SKIP_ENV}=1"
+    if how is not None and policy is not None and not policy.allow_unsafe_skip:
+        raise UsageError(
+            f"{how} refused: the policy {policy.source} sets allow_unsafe_skip = false"
+        )
+    return how
 
 
 def skip_verification(
@@ -376,7 +382,7 @@ def run_verification(
     on the seal afterwards acts on exactly what was verified).
     """
     model_path = Path(model)
-    skip = unsafe_skip_requested(unsafe_skip_verification)
+    skip = unsafe_skip_requested(unsafe_skip_verification, policy)
     if skip is not None:
         # Trust arguments are not even validated: the escape must work when they cannot.
         if not model_path.exists() and not model_path.is_symlink():

@@ -135,10 +135,14 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from modelseal.errors import IntegrityError, ModelMismatchError
+    from modelseal.policy import Policy
     from modelseal.verification import unsafe_skip_requested, verify
 
-    skip = unsafe_skip_requested(args.unsafe_skip_verification)
-    policy = policy_for(args) if skip is None else None
+    # With the escape asked for, a policy is still read when one is named (it may forbid the
+    # escape), but trust arguments are otherwise not needed.
+    named = Policy.load(args.policy) if args.policy else None
+    skip = unsafe_skip_requested(args.unsafe_skip_verification, named)
+    policy = (named or policy_for(args)) if skip is None else None
     try:
         with progress_bar(args, "verifying") as progress:
             result = verify(

@@ -250,7 +250,7 @@ def _verify_set(
     seal_path = Path(trust.signature) if trust.signature is not None else pset.seal_path
     if not pset.directory.is_dir():
         raise UsageError(f"model not found: no directory {pset.directory}")
-    skip = unsafe_skip_requested()
+    skip = unsafe_skip_requested(policy=trust.policy)
     if skip is not None:
         wanted = frozenset(required)
         return skip_verification(
