@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
+import os
 import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +25,10 @@ from modelseal.lock import (
     LockError,
     default_name,
     ensure,
+    exclusive,
     is_archive_url,
     resolve,
+    save_entries,
     sync,
     updated_lock,
     verify_lock,
@@ -460,3 +464,25 @@ def test_archive_with_wrong_root_digest_is_refused(https_server: Server, tmp_pat
     with pytest.raises(ModelMismatchError):
         ensure(entry, cache=cache, **FAST)
     assert not (cache.root / "models").exists() or not any((cache.root / "models").iterdir())
+
+
+def test_saving_keeps_what_another_writer_recorded_meanwhile(tmp_path: Path) -> None:
+    """A process that loaded the lock before another one recorded a digest must not write its
+    stale copy back over it: entries are merged into the file as it is now, under a lock."""
+    path = tmp_path / "models.lock"
+    Lock.loads(GOOD).save(path)
+    stale = Lock.load(path)
+    save_entries(path, [LockedModel("beta", ("https://b.example/x",), HEX_A)])  # the other one
+    save_entries(path, [stale.models[0]])  # ours, from the stale copy
+    assert [m.name for m in Lock.load(path).models] == ["alpha", "beta", "later", "zeta"]
+
+
+def test_exclusive_holds_an_advisory_lock_on_the_directory(tmp_path: Path) -> None:
+    path = tmp_path / "models.lock"
+    probe = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with exclusive(path), pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on leaving the block
+    finally:
+        os.close(probe)

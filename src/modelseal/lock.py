@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -739,6 +739,36 @@ def _check_out_names(model_names: Sequence[str], out: Path) -> None:
                     f"the lock's models {other!r} and {name!r} would overlap under {out}: "
                     "rename one of them"
                 )
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Serialise read-modify-write of a lock file between processes: an advisory `flock` on
+    its directory (the file itself is replaced by a rename on every save, so it cannot carry
+    the lock). Re-read the lock inside the block, then save."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no advisory locks
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def save_entries(path: str | os.PathLike[str], entries: Iterable[LockedModel]) -> Lock:
+    """Add (or replace) `entries` in the lock file at `path` under `exclusive`: what other
+    processes recorded meanwhile is kept, not overwritten by a stale copy."""
+    with exclusive(path):
+        current = Lock.load(path) if os.path.exists(path) else Lock(path=Path(path))
+        for entry in entries:
+            current = current.add(entry)
+        current.save(path)
+        return current
 
 
 def updated_lock(lock: Lock, results: Iterable[SyncResult]) -> Lock:

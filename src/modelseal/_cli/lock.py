@@ -81,6 +81,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         default_name,
         is_archive_url,
         resolve,
+        save_entries,
     )
 
     tofu = args.trust_on_first_use
@@ -110,8 +111,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
             **_fetch_options(args),
         )
     recorded = got.model
-    lock = others.add(recorded)
-    lock.save(args.lock)
+    save_entries(args.lock, [recorded])
     if args.format == "json":
         print_json({"lock": str(args.lock), "model": recorded.to_json(), "path": str(got.path)})
     if tofu:
@@ -133,7 +133,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_sync(args: argparse.Namespace) -> int:
     from modelseal.errors import IntegrityError
-    from modelseal.lock import sync, updated_lock
+    from modelseal.lock import save_entries, sync
 
     lock = _load_lock(args)
     with progress_bar(args, "syncing") as progress:
@@ -148,7 +148,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             **_fetch_options(args),
         )
     if any(r.status == "recorded" for r in results):
-        updated_lock(lock, results).save(args.lock)
+        save_entries(args.lock, [r.model for r in results if r.status == "recorded"])
         for r in results:
             if r.status == "recorded":
                 print(

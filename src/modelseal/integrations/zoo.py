@@ -199,28 +199,28 @@ class LockSource:
         If another process recorded a digest meanwhile, that one stands and this file must
         match it.
         """
-        from modelseal.lock import Lock
+        from modelseal.lock import Lock, exclusive
 
         if self.path is None:
             raise UsageError(
                 f"{decision.url}: a TOFU digest must be recorded, and this lock has no file: "
                 "pass lock= as a path"
             )
-        current = Lock.load(self.path)
-        entry = current.find(decision.entry.name) or decision.entry
-        if entry.sha256:
-            expected = decide_pin(entry, decision.url).expected
-            assert expected is not None
-            if not hmac.compare_digest(expected, sha256_hex):
-                raise _mismatch(decision.url, expected, sha256_hex)
-            return entry
-        recorded = dataclasses.replace(
-            entry,
-            sha256=sha256_hex,
-            size=size,
-            fetched_at=datetime.now(timezone.utc).replace(microsecond=0),
-        )
-        current.add(recorded).save(self.path)
+        with exclusive(self.path):  # two first uses at once: the first recorded digest stands
+            current = Lock.load(self.path)
+            entry = current.find(decision.entry.name) or decision.entry
+            if entry.sha256:
+                expected = decide_pin(entry, decision.url).expected
+                if expected is None or not hmac.compare_digest(expected, sha256_hex):
+                    raise _mismatch(decision.url, expected or "", sha256_hex)
+                return entry
+            recorded = dataclasses.replace(
+                entry,
+                sha256=sha256_hex,
+                size=size,
+                fetched_at=datetime.now(timezone.utc).replace(microsecond=0),
+            )
+            current.add(recorded).save(self.path)
         logger.warning(
             "%s: trusting on first use: recorded sha256:%s for %s (%d bytes) in %s; review it",
             entry.name,
