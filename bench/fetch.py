@@ -50,21 +50,9 @@ from run import (  # noqa: E402
     wait_for_idle,
     warm_page_cache,
 )
+from trust import write_random  # noqa: E402
 
 MIB = 1024 * 1024
-
-
-def write_random(path: str, size: int, seed: int) -> None:
-    """Random-looking bytes written fast: one urandom block, a counter stamped on each MiB."""
-    block = bytearray(os.urandom(16)) * (MIB // 16)
-    block[16:] = os.urandom(MIB - 16)
-    with open(path, "wb") as handle:
-        done = 0
-        while done < size:
-            block[:8] = (seed * 1_000_003 + done).to_bytes(8, "little")
-            n = min(MIB, size - done)
-            handle.write(block[:n])
-            done += n
 
 
 def sha256_file(path: str) -> str:
