@@ -45,8 +45,8 @@ def test_open_verified_and_a_loader_refuse_another_name(
     from modelseal.integrations import torch as sealed_torch
 
     path = tmp_path / "weights.pt"
-    torch.save({"w": torch.ones(2)}, path)
-    modelseal.seal(path, key=keypair.private, name="test-x")
+    sealed = sealed_torch.save({"w": torch.ones(2)}, path, key=keypair.private, name="test-x")
+    assert sealed.model_name == "test-x"
     with pytest.raises(SealError, match="not the expected"):
         sealed_torch.load(path, public_keys=[keypair.public], model_name="fraud-v3")
     state = sealed_torch.load(path, public_keys=[keypair.public], model_name="test-x")

@@ -570,3 +570,17 @@ def read_seal_name(seal: Path) -> str:
 
     manifest, _ = check_bundle(read_seal(seal), (), allow_unsigned=True)
     return manifest.model_name
+
+
+def test_export_records_the_given_name(tmp_path: Path, keypair: KeyPair) -> None:
+    result = mmx.export(make_net(3), tmp_path / "net", key=keypair.private, name="fraud-v3")
+    assert result.model_name == "fraud-v3"
+    assert read_seal_name(tmp_path / "net.sig") == "fraud-v3"
+    block = mmx.symbolblock_imports(
+        tmp_path / "net-symbol.json",
+        ["data"],
+        tmp_path / "net-0000.params",
+        public_keys=[keypair.public],
+        model_name="fraud-v3",
+    )
+    assert block is not None

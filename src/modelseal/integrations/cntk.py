@@ -82,10 +82,11 @@ def seal_model(
     *,
     key: PathLike | keys.PrivateKey | keys.Signer,
     signature: PathLike | None = None,
+    name: str | None = None,
 ) -> SealResult:
     """Seal a CNTK model file (`FILE.sig` unless `signature`), e.g. after `Function.save`."""
     model = _model_path(path)
-    return seal_saved(model, key, signature)
+    return seal_saved(model, key, signature, name=name)
 
 
 def _model_path(model: object) -> Path:

@@ -191,6 +191,7 @@ def save_model(
     *,
     key: PathLike | keys.PrivateKey | keys.Signer,
     signature: PathLike | None = None,
+    name: str | None = None,
     **kwargs: Any,
 ) -> SealResult:
     """`keras.saving.save_model`, then seal what it wrote (`.keras`, `.h5`, or a directory).
@@ -208,7 +209,7 @@ def save_model(
     keras.saving.save_model(model, filepath, overwrite=overwrite, **kwargs)
     if not os.path.exists(filepath):
         raise UsageError(f"Keras wrote nothing at {filepath}")
-    return seal_saved(filepath, key, signature)
+    return seal_saved(filepath, key, signature, name=name)
 
 
 def get_file(

@@ -196,6 +196,7 @@ def seal_prefix(
     algorithm: str = "sha256",
     shard_size: int | None = None,
     workers: int | None = None,
+    name: str | None = None,
 ) -> SealResult:
     """Seal the exported model at `prefix` (e.g. after `Module.save_checkpoint`).
 
@@ -226,7 +227,7 @@ def seal_prefix(
     if result.unreadable or len(present) != len(found):
         name, reason = next(iter(sorted(result.unreadable.items())), ("?", "vanished"))
         raise UsageError(f"cannot read {name} in {pset.directory}: {reason}")
-    manifest = Manifest.build(pset.base, serialization, result.resources)
+    manifest = Manifest.build(name or pset.base, serialization, result.resources)
     write_seal(seal_path, sign_manifest(manifest, signer))
     return SealResult(
         model=pset.prefix,
@@ -571,6 +572,7 @@ def export(
     signature: PathLike | None = None,
     algorithm: str = "sha256",
     shard_size: int | None = None,
+    name: str | None = None,
 ) -> SealResult:
     """`HybridBlock.export(path, epoch)`, then seal the set it wrote (`PATH.sig`).
 
@@ -592,5 +594,10 @@ def export(
             )
     block.export(pset.prefix, epoch=int(epoch), remove_amp_cast=remove_amp_cast)
     return seal_prefix(
-        pset.prefix, key=key, signature=signature, algorithm=algorithm, shard_size=shard_size
+        pset.prefix,
+        key=key,
+        signature=signature,
+        algorithm=algorithm,
+        shard_size=shard_size,
+        name=name,
     )

@@ -161,6 +161,7 @@ def onnx_save(
     convert_attribute: bool = False,
     key: PathLike | keys.PrivateKey | keys.Signer,
     signature: PathLike | None = None,
+    name: str | None = None,
 ) -> SealResult:
     """`onnx.save_model`, then seal: the file (`FILE.sig`), or with external data the
     directory (`DIR/model.sig`), which must then hold nothing but this model.
@@ -189,7 +190,7 @@ def onnx_save(
         isinstance(proto, onnx.ModelProto) and any(True for _ in _external_tensors(onnx, proto))
     )
     if not external:
-        return seal_saved(path, key, signature)
+        return seal_saved(path, key, signature, name=name)
     # Read back what was written (the .onnx only) to learn which files the model uses.
     saved = onnx.load_model(os.fspath(path), format, load_external_data=False)
     used = {path.name}
@@ -200,7 +201,7 @@ def onnx_save(
         raise UsageError(f"the model was saved, not sealed: {exc}") from None
     directory = path.parent
     _check_only_model(directory, used, signature)
-    return seal_saved(directory, key, signature)
+    return seal_saved(directory, key, signature, name=name)
 
 
 def inference_session(

@@ -109,13 +109,14 @@ def save_file(
     *,
     key: PathLike | keys.PrivateKey | keys.Signer,
     signature: PathLike | None = None,
+    name: str | None = None,
 ) -> SealResult:
     """`safetensors.torch.save_file`, then seal the file (`FILE.sig` unless `signature`)."""
     signer = signing_key(key)
     path = _path(filename, "save_file")
     st = require("safetensors.torch", "safetensors")
     st.save_file(dict(tensors), path, metadata=None if metadata is None else dict(metadata))
-    return seal_saved(path, signer, signature)
+    return seal_saved(path, signer, signature, name=name)
 
 
 def load_sharded(
@@ -190,6 +191,7 @@ def save_sharded(
     *,
     key: PathLike | keys.PrivateKey | keys.Signer,
     signature: PathLike | None = None,
+    name: str | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> SealResult:
     """Write Hugging Face style shards `model-00001-of-0000N.safetensors` and the index, then
@@ -233,7 +235,7 @@ def save_sharded(
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (root / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    return seal_saved(root, signer, signature)
+    return seal_saved(root, signer, signature, name=name)
 
 
 def signing_key(

@@ -161,6 +161,7 @@ def saved_model_save(
     *,
     key: PathLike | keys.PrivateKey | keys.Signer,
     signature: PathLike | None = None,
+    name: str | None = None,
 ) -> SealResult:
     """`tf.saved_model.save`, then seal the directory (by default at EXPORT_DIR/model.sig).
 
@@ -172,4 +173,4 @@ def saved_model_save(
     if key is None:
         raise UsageError("saved_model_save needs key= (the private key that seals the model)")
     tf.saved_model.save(obj, os.fspath(export_dir), signatures=signatures, options=options)
-    return seal_saved(export_dir, key, signature)
+    return seal_saved(export_dir, key, signature, name=name)

@@ -114,6 +114,7 @@ def save(
     *,
     key: PathLike | keys.PrivateKey | keys.Signer,
     signature: PathLike | None = None,
+    name: str | None = None,
     **kwargs: Any,
 ) -> SealResult:
     """`torch.save` to a path, then seal the file (`FILE.sig` unless `signature`).
@@ -130,7 +131,7 @@ def save(
     if pickle_protocol is not None:
         kwargs["pickle_protocol"] = pickle_protocol
     torch.save(obj, path, **kwargs)
-    return seal_saved(path, signer, signature)
+    return seal_saved(path, signer, signature, name=name)
 
 
 def _path(value: object, call: str) -> Path:
