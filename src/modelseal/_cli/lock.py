@@ -20,8 +20,9 @@ from modelseal._cli._output import (
 
 if TYPE_CHECKING:
     from modelseal.cache import Cache
-    from modelseal.lock import Lock, LockCheck, SyncResult
+    from modelseal.lock import Lock, LockCheck, Resolved, SyncResult
     from modelseal.policy import Policy
+    from modelseal.signing.keys import PublicKey
 
 
 def _non_negative_int(text: str) -> int:
@@ -70,6 +71,86 @@ def _fetch_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def seal_url(url: str) -> str:
+    """Where a publisher following the OpenSSF Model Signing convention puts the seal of the
+    file at `url`: the same path plus ".sig" (`model.pt` -> `model.pt.sig`), query kept."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + ".sig", fragment=""))
+
+
+def _signer_keys(args: argparse.Namespace) -> list[PublicKey]:
+    """The --public-key files, loaded before any download so a bad path fails fast (exit 2)."""
+    from modelseal.signing.keys import load_public_key
+
+    return [load_public_key(path) for path in args.public_keys or ()]
+
+
+def _check_signer(
+    args: argparse.Namespace,
+    got: Resolved,
+    public_keys: list[PublicKey],
+    cache: Cache,
+    policy: Policy | None,
+) -> str:
+    """Fetch the seal published beside the file that was just pinned and verify the file with
+    it against `public_keys`; return the id of the (first) key that vouched for it. Any
+    failure -- no seal, a seal by another key, a seal of other bytes -- is a SignatureError
+    (exit 1): the caller then leaves the lock unchanged."""
+    from modelseal._internal.toml import one_line
+    from modelseal.errors import Error, IntegrityError, SignatureError
+    from modelseal.fetch import download_verified
+    from modelseal.signing.bundle import MAX_SEAL_BYTES
+    from modelseal.verification import verify
+
+    name = got.model.name
+    # The seal comes from the mirror that served the file; after a fallback to the cached
+    # copy (every mirror failed), from the first mirror that still serves one.
+    sources = list(got.model.urls) if got.source == "cache" else [got.source]
+    reasons: list[str] = []
+    with cache.staging() as stage:
+        seal_path = stage / "model.sig"
+        for source in sources:
+            where = seal_url(source)
+            try:
+                download_verified(
+                    where,
+                    seal_path,
+                    sha256=None,  # the signature, not a digest, decides whether it is good
+                    policy=policy,
+                    max_bytes=MAX_SEAL_BYTES,
+                    retries=args.retries,
+                    timeout=args.timeout,
+                    allow_http_loopback=args.allow_http_loopback,
+                )
+            except Error as exc:
+                reasons.append(f"{where}: {one_line(str(exc))}")
+                continue
+            break
+        else:
+            raise SignatureError(
+                f"lock entry {name!r}: no seal to check the signature with: " + "; ".join(reasons)
+            )
+        try:
+            verified = verify(got.path, public_keys=public_keys, signature=seal_path)
+        except IntegrityError as exc:
+            failure = exc.failure
+            if failure is not None and failure.expected_root and failure.actual_root:
+                reason = (
+                    f"it seals other bytes (sealed root {failure.expected_root}, "
+                    f"this file {failure.actual_root})"
+                )
+            else:
+                reason = one_line(str(exc))
+            raise SignatureError(
+                f"lock entry {name!r}: the seal {where} does not vouch for the file: {reason}"
+            ) from None
+    if not verified.signers:  # pragma: no cover - verify() with keys never passes unsigned
+        raise SignatureError(f"lock entry {name!r}: the seal {where} carries no trusted signature")
+    return verified.signers[0]
+
+
 def _cmd_add(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -85,6 +166,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     )
 
     tofu = args.trust_on_first_use
+    public_keys = _signer_keys(args)
     lock = _load_lock(args, missing_ok=True)
     name = args.name or default_name(args.urls[0])
     if any(m.name == name for m in lock.models) and not args.replace:
@@ -100,21 +182,39 @@ def _cmd_add(args: argparse.Namespace) -> int:
     others = dataclasses.replace(lock, models=tuple(m for m in lock.models if m.name != name))
     others.add(entry)  # refuses a URL another entry already lists, before any download
     extract = not args.no_extract and is_archive_url(args.urls[0])
+    if public_keys and extract:
+        raise UsageError(
+            "--public-key checks the seal published beside a single file (URL.sig); archives "
+            "are not supported: pin the archive by --sha256 alone, or keep it as one file "
+            "with --no-extract"
+        )
+    cache, policy = _cache(args), _policy(args)
     with progress_bar(args, f"fetching {name}") as progress:
         got = resolve(
             entry,
-            cache=_cache(args),
-            policy=_policy(args),
+            cache=cache,
+            policy=policy,
             extract=extract,
             refresh=True,
             progress=progress,
             **_fetch_options(args),
         )
     recorded = got.model
+    if public_keys:
+        signer = _check_signer(args, got, public_keys, cache, policy)
+        recorded = dataclasses.replace(recorded, signer=signer)
     save_entries(args.lock, [recorded])
     if args.format == "json":
         print_json({"lock": str(args.lock), "model": recorded.to_json(), "path": str(got.path)})
-    if tofu:
+    if tofu and recorded.signer is not None:
+        # Still loud: the key vouched for these bytes, but no digest from another channel did.
+        print(
+            f"modelseal: WARNING: trust on first use: {name} was NOT checked against any pin; "
+            f"recorded sha256:{recorded.sha256} as served by {got.source}, sealed by the "
+            f"trusted key {recorded.signer}.",
+            file=sys.stderr,
+        )
+    elif tofu:
         # Loud on purpose (even with --quiet): nothing vouched for these bytes.
         print(
             f"modelseal: WARNING: trust on first use: {name} was NOT checked against any pin; "
@@ -123,10 +223,11 @@ def _cmd_add(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     extracted = f", extracted root {recorded.root_digest}" if recorded.root_digest else ""
+    signed = f", signed by {recorded.signer}" if recorded.signer else ""
     say(
         args,
         f"pinned {name} in {args.lock}: sha256:{recorded.sha256}, {recorded.size} bytes"
-        f"{extracted} (trust = {recorded.trust!r}); cached at {got.path}",
+        f"{extracted}{signed} (trust = {recorded.trust!r}); cached at {got.path}",
     )
     return EXIT_OK
 
@@ -298,6 +399,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--name", help="model name (default: the URL's file name)")
     add.add_argument("--replace", action="store_true", help="re-pin an existing name")
     add.add_argument("--no-extract", action="store_true", help="keep an archive as one file")
+    add.add_argument(
+        "--public-key",
+        dest="public_keys",
+        action="append",
+        metavar="PUB",
+        help="also require the publisher's seal at URL.sig to verify with this key (repeatable; "
+        "single files only); records signer = its key id",
+    )
     lock_options(add)
     fetch_options(add)
     output_format(add)
