@@ -10,15 +10,19 @@ from typing import TYPE_CHECKING
 
 from modelseal._internal import names
 from modelseal.errors import UsageError
-from modelseal.hashing import HashResult, Progress, hash_entries, hash_model
+from modelseal.hashing import Progress, hash_model
 from modelseal.manifest import GIT_PATHS, Manifest, Method, Serialization
 from modelseal.signing import keys
 from modelseal.signing.bundle import Bundle, read_seal, write_seal
 from modelseal.signing.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature
-from modelseal.verification import default_seal_path, run_verification, seal_name_inside
+from modelseal.verification import (
+    default_seal_path,
+    in_place_reader,
+    run_verification,
+    seal_name_inside,
+)
 
 if TYPE_CHECKING:
-    from modelseal._internal.tree import FileEntry
     from modelseal.policy import Policy
 
 
@@ -200,18 +204,13 @@ def sign(
     # signature over a statement nobody checked.
     bundle = read_seal(seal_path) if model_path.exists() else None
 
-    def read_in_place(
-        entries: list[FileEntry], serialization: Serialization, sealed: frozenset[str]
-    ) -> HashResult:
-        return hash_entries(entries, serialization, workers=workers, progress=progress)
-
     result = run_verification(
         model_path,
         public_keys=public_keys,
         allow_unsigned=allow_unsigned,
         signature=seal_path,
         allow_symlinks=allow_symlinks,
-        reader=read_in_place,
+        reader=in_place_reader(workers, progress),
         seal_bundle=bundle,
         model_name=model_name,
     )

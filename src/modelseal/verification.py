@@ -318,6 +318,17 @@ Reader = Callable[[list[FileEntry], Serialization, frozenset[str]], HashResult]
 The third argument is the set of sealed file paths, so a reader can avoid keeping extras."""
 
 
+def in_place_reader(workers: int | None, progress: Progress | None) -> Reader:
+    """The reader of `verify`: hash the files where they are, keep nothing."""
+
+    def read_in_place(
+        entries: list[FileEntry], serialization: Serialization, sealed: frozenset[str]
+    ) -> HashResult:
+        return hash_entries(entries, serialization, workers=workers, progress=progress)
+
+    return read_in_place
+
+
 def verify(
     model: str | os.PathLike[str],
     *,
@@ -344,18 +355,13 @@ def verify(
     put its own model (under its own name) in this one's place.
     """
 
-    def read_in_place(
-        entries: list[FileEntry], serialization: Serialization, sealed: frozenset[str]
-    ) -> HashResult:
-        return hash_entries(entries, serialization, workers=workers, progress=progress)
-
     return run_verification(
         model,
         public_keys=public_keys,
         allow_unsigned=allow_unsigned,
         signature=signature,
         allow_symlinks=allow_symlinks,
-        reader=read_in_place,
+        reader=in_place_reader(workers, progress),
         policy=policy,
         unsafe_skip_verification=unsafe_skip_verification,
         model_name=model_name,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
+from modelseal._internal.files import remove_quietly
 from modelseal.errors import IntegrityError, UsageError
 
 if TYPE_CHECKING:
@@ -481,10 +482,10 @@ def download_verified(
         os.replace(tmp, target)
         _fsync_dir(directory)
     except OSError as exc:
-        _remove(tmp)
+        remove_quietly(tmp)
         raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
-        _remove(tmp)
+        remove_quietly(tmp)
         raise
     finally:
         pool.clear()
@@ -498,11 +499,6 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 __all__ = [

@@ -46,13 +46,14 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, what: str, mode: int
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except OSError as exc:
-        _remove(tmp)
+        remove_quietly(tmp)
         raise UsageError(f"cannot write {what} {target}: {exc.strerror}") from None
     except BaseException:
-        _remove(tmp)
+        remove_quietly(tmp)
         raise
 
 
-def _remove(path: str) -> None:
+def remove_quietly(path: str) -> None:
+    """Remove a temporary file that may already be gone."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
