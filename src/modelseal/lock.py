@@ -32,11 +32,18 @@ from modelseal._internal import names as _names
 from modelseal._internal.files import read_capped, write_atomic
 from modelseal._internal.toml import one_line, parse_toml
 from modelseal.cache import Cache, model_digest, normalize_hex
-from modelseal.errors import Error, IntegrityError, ModelMismatchError, UsageError
+from modelseal.errors import (
+    Error,
+    IntegrityError,
+    ModelMismatchError,
+    SignatureError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from modelseal.hashing import Progress
     from modelseal.policy import Policy
+    from modelseal.signing import keys
 
 MAX_LOCK_FILE = 1024 * 1024
 """Locks larger than this are refused before parsing (bounded input)."""
@@ -741,6 +748,78 @@ def _check_out_names(model_names: Sequence[str], out: Path) -> None:
                 )
 
 
+def seal_url(url: str) -> str:
+    """Where a publisher following the OpenSSF Model Signing convention puts the seal of the
+    file at `url`: the same path plus ".sig" (`model.pt` -> `model.pt.sig`), query kept."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + ".sig", fragment=""))
+
+
+def check_signer(
+    got: Resolved,
+    public_keys: Sequence[keys.PublicKey],
+    *,
+    cache: Cache,
+    policy: Policy | None = None,
+    allow_http_loopback: bool = False,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> str:
+    """Fetch the seal published beside the file that was just pinned and verify the file with
+    it against `public_keys`; return the id of the (first) key that vouched for it. Any
+    failure -- no seal, a seal by another key, a seal of other bytes -- is a SignatureError
+    (exit 1): the caller then leaves the lock unchanged."""
+    from modelseal.fetch import download_verified
+    from modelseal.signing.bundle import MAX_SEAL_BYTES
+    from modelseal.verification import verify
+
+    name = got.model.name
+    # The seal comes from the mirror that served the file; after a fallback to the cached
+    # copy (every mirror failed), from the first mirror that still serves one.
+    sources = list(got.model.urls) if got.source == "cache" else [got.source]
+    reasons: list[str] = []
+    with cache.staging() as stage:
+        seal_path = stage / "model.sig"
+        for source in sources:
+            where = seal_url(source)
+            try:
+                download_verified(
+                    where,
+                    seal_path,
+                    sha256=None,  # the signature, not a digest, decides whether it is good
+                    policy=policy,
+                    max_bytes=MAX_SEAL_BYTES,
+                    retries=retries,
+                    timeout=timeout,
+                    allow_http_loopback=allow_http_loopback,
+                )
+            except Error as exc:
+                reasons.append(f"{where}: {one_line(str(exc))}")
+                continue
+            break
+        else:
+            raise SignatureError(
+                f"lock entry {name!r}: no seal to check the signature with: " + "; ".join(reasons)
+            )
+        try:
+            verified = verify(got.path, public_keys=list(public_keys), signature=seal_path)
+        except IntegrityError as exc:
+            failure = exc.failure
+            if failure is not None and failure.expected_root and failure.actual_root:
+                reason = (
+                    f"it seals other bytes (sealed root {failure.expected_root}, "
+                    f"this file {failure.actual_root})"
+                )
+            else:
+                reason = one_line(str(exc))
+            raise SignatureError(
+                f"lock entry {name!r}: the seal {where} does not vouch for the file: {reason}"
+            ) from None
+    if not verified.signers:  # pragma: no cover - verify() with keys never passes unsigned
+        raise SignatureError(f"lock entry {name!r}: the seal {where} carries no trusted signature")
+    return verified.signers[0]
+
+
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
     """Serialise read-modify-write of a lock file between processes: an advisory `flock` on
@@ -940,12 +1019,14 @@ __all__ = [
     "LockedModel",
     "Resolved",
     "SyncResult",
+    "check_signer",
     "default_name",
     "ensure",
     "is_archive_url",
     "materialize",
     "normalize_url",
     "resolve",
+    "seal_url",
     "sync",
     "updated_lock",
     "url_problem",

@@ -20,7 +20,7 @@ from modelseal._cli._output import (
 
 if TYPE_CHECKING:
     from modelseal.cache import Cache
-    from modelseal.lock import Lock, LockCheck, Resolved, SyncResult
+    from modelseal.lock import Lock, LockCheck, SyncResult
     from modelseal.policy import Policy
     from modelseal.signing.keys import PublicKey
 
@@ -71,84 +71,11 @@ def _fetch_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def seal_url(url: str) -> str:
-    """Where a publisher following the OpenSSF Model Signing convention puts the seal of the
-    file at `url`: the same path plus ".sig" (`model.pt` -> `model.pt.sig`), query kept."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=parts.path + ".sig", fragment=""))
-
-
 def _signer_keys(args: argparse.Namespace) -> list[PublicKey]:
     """The --public-key files, loaded before any download so a bad path fails fast (exit 2)."""
     from modelseal.signing.keys import load_public_key
 
     return [load_public_key(path) for path in args.public_keys or ()]
-
-
-def _check_signer(
-    args: argparse.Namespace,
-    got: Resolved,
-    public_keys: list[PublicKey],
-    cache: Cache,
-    policy: Policy | None,
-) -> str:
-    """Fetch the seal published beside the file that was just pinned and verify the file with
-    it against `public_keys`; return the id of the (first) key that vouched for it. Any
-    failure -- no seal, a seal by another key, a seal of other bytes -- is a SignatureError
-    (exit 1): the caller then leaves the lock unchanged."""
-    from modelseal._internal.toml import one_line
-    from modelseal.errors import Error, IntegrityError, SignatureError
-    from modelseal.fetch import download_verified
-    from modelseal.signing.bundle import MAX_SEAL_BYTES
-    from modelseal.verification import verify
-
-    name = got.model.name
-    # The seal comes from the mirror that served the file; after a fallback to the cached
-    # copy (every mirror failed), from the first mirror that still serves one.
-    sources = list(got.model.urls) if got.source == "cache" else [got.source]
-    reasons: list[str] = []
-    with cache.staging() as stage:
-        seal_path = stage / "model.sig"
-        for source in sources:
-            where = seal_url(source)
-            try:
-                download_verified(
-                    where,
-                    seal_path,
-                    sha256=None,  # the signature, not a digest, decides whether it is good
-                    policy=policy,
-                    max_bytes=MAX_SEAL_BYTES,
-                    retries=args.retries,
-                    timeout=args.timeout,
-                    allow_http_loopback=args.allow_http_loopback,
-                )
-            except Error as exc:
-                reasons.append(f"{where}: {one_line(str(exc))}")
-                continue
-            break
-        else:
-            raise SignatureError(
-                f"lock entry {name!r}: no seal to check the signature with: " + "; ".join(reasons)
-            )
-        try:
-            verified = verify(got.path, public_keys=public_keys, signature=seal_path)
-        except IntegrityError as exc:
-            failure = exc.failure
-            if failure is not None and failure.expected_root and failure.actual_root:
-                reason = (
-                    f"it seals other bytes (sealed root {failure.expected_root}, "
-                    f"this file {failure.actual_root})"
-                )
-            else:
-                reason = one_line(str(exc))
-            raise SignatureError(
-                f"lock entry {name!r}: the seal {where} does not vouch for the file: {reason}"
-            ) from None
-    if not verified.signers:  # pragma: no cover - verify() with keys never passes unsigned
-        raise SignatureError(f"lock entry {name!r}: the seal {where} carries no trusted signature")
-    return verified.signers[0]
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -159,6 +86,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         TRUST_PINNED,
         TRUST_TOFU,
         LockedModel,
+        check_signer,
         default_name,
         is_archive_url,
         resolve,
@@ -201,7 +129,15 @@ def _cmd_add(args: argparse.Namespace) -> int:
         )
     recorded = got.model
     if public_keys:
-        signer = _check_signer(args, got, public_keys, cache, policy)
+        signer = check_signer(
+            got,
+            public_keys,
+            cache=cache,
+            policy=policy,
+            allow_http_loopback=args.allow_http_loopback,
+            retries=args.retries,
+            timeout=args.timeout,
+        )
         recorded = dataclasses.replace(recorded, signer=signer)
     save_entries(args.lock, [recorded])
     if args.format == "json":
